@@ -1,0 +1,121 @@
+"""Typed schema of runner's config, registered in Hydra's ConfigStore.
+
+Each YAML file under conf/ is merged onto these dataclasses, so an unknown key
+or a value of the wrong type fails at compose time with Hydra's own message.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class SplitConfig:
+    valid: float = 0.15
+    test: float = 0.15
+    # Changing the salt reshuffles which entities land in which split.
+    salt: str = "runner-split-v1"
+
+
+@dataclass
+class DemoConfig:
+    customers: int = 50_000
+    events: int = 1_000_000
+    seed: int = 7
+
+
+@dataclass
+class DataConfig:
+    # embedded: a fakesnow server started by runner and seeded with demo tables.
+    # snowflake: a real account; credentials come from connections.toml or SNOWFLAKE_* env.
+    backend: str = "embedded"
+    connection_name: Optional[str] = None
+    account: Optional[str] = None
+    database: Optional[str] = None
+    schema: Optional[str] = None
+    warehouse: Optional[str] = None
+    role: Optional[str] = None
+    # Exactly one feature definition: a table, a SQL query, or a callable
+    # {_target_: pkg.fn, ...kwargs} called as fn(session, cfg, **kwargs).
+    table: Optional[str] = None
+    query: Optional[str] = None
+    features: Optional[Dict[str, Any]] = None
+    entity_key: str = MISSING
+    label: str = MISSING
+    drop: List[str] = field(default_factory=list)
+    # Data version in the cache key: a fixed snapshot, else the tables' last-altered times.
+    snapshot: Optional[str] = None
+    refresh: bool = False
+    cache_dir: str = ".runner/cache"
+    split: SplitConfig = field(default_factory=SplitConfig)
+    network_timeout: int = 60
+    query_tag: bool = True
+    demo: DemoConfig = field(default_factory=DemoConfig)
+
+
+@dataclass
+class LightGBMParams:
+    objective: str = "binary"
+    num_class: int = 1
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    max_depth: int = -1
+    min_child_samples: int = 20
+    feature_fraction: float = 1.0
+    bagging_fraction: float = 1.0
+    bagging_freq: int = 0
+    lambda_l1: float = 0.0
+    lambda_l2: float = 0.0
+    min_split_gain: float = 0.0
+    max_bin: int = 255
+    num_threads: int = 0
+    seed: int = 0
+    deterministic: bool = True
+    force_row_wise: bool = True
+    verbosity: int = -1
+    # Any other LightGBM parameter, passed through as is.
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "lightgbm"
+    params: LightGBMParams = field(default_factory=LightGBMParams)
+    num_boost_round: int = 500
+    early_stopping_rounds: int = 50
+    # Validation metric; null picks auc / multi_logloss / rmse from the objective.
+    metric: Optional[str] = None
+
+
+@dataclass
+class TrackerConfig:
+    # local: SQLite file + artifact folder under `dir`; server: any MLflow URL in `uri`;
+    # sagemaker: a SageMaker MLflow tracking-server ARN in `uri`.
+    kind: str = "local"
+    uri: Optional[str] = None
+    dir: str = "mlruns"
+    experiment: str = "runner"
+    log_model: bool = True
+    registered_model: Optional[str] = None
+    request_timeout: int = 30
+    max_retries: int = 2
+
+
+@dataclass
+class RunnerConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    run_name: Optional[str] = None
+    tags: Dict[str, str] = field(default_factory=dict)
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="runner_schema", node=RunnerConfig)
+
+
+register()

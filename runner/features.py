@@ -1,0 +1,205 @@
+"""The feature definition: build it in the warehouse, pull it once, cache it.
+
+A definition is exactly one of data.table, data.query or data.features (a
+callable named by _target_, called as fn(session, cfg, **kwargs) and returning
+a Snowpark DataFrame). The cache key covers the SQL Snowpark generates, the
+connection identity (never credentials) and the data's version.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from .cache import FeatureCache, cache_key
+from .errors import ConfigError, DataError, WarehouseError
+
+log = logging.getLogger(__name__)
+
+_IDENT = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
+_QUALIFIED = re.compile(rf"^{_IDENT}(?:\.{_IDENT}){{0,2}}$")
+_COLUMN = re.compile(rf"^{_IDENT}$")
+
+
+@dataclass
+class FeatureSet:
+    table: Any  # pyarrow.Table
+    key: str
+    cache_hit: bool
+    sql: str
+    source: Dict[str, Any]
+    path: str
+    query_ids: List[str] = field(default_factory=list)
+    feature_queries: int = 0
+    seconds: float = 0.0
+
+
+def check_identifier(value: str, setting: str, qualified: bool = False) -> None:
+    pattern = _QUALIFIED if qualified else _COLUMN
+    if not isinstance(value, str) or not pattern.match(value):
+        what = "a table name ([db.][schema.]name)" if qualified else "a column name"
+        raise ConfigError(f"{setting}={value!r} is not {what}: use a plain Snowflake identifier "
+                          "(letters, digits, _ and $) or a double-quoted one")
+
+
+def validate(data_cfg) -> None:
+    given = [name for name in ("table", "query", "features") if data_cfg.get(name)]
+    if len(given) != 1:
+        raise ConfigError("set exactly one feature definition: data.table, data.query or "
+                          f"data.features (got {', '.join('data.' + g for g in given) or 'none'})")
+    if data_cfg.table:
+        check_identifier(data_cfg.table, "data.table", qualified=True)
+    if data_cfg.features and "_target_" not in data_cfg.features:
+        raise ConfigError("data.features needs a _target_: the dotted path of a callable "
+                          "(session, cfg) -> snowpark DataFrame")
+    check_identifier(data_cfg.entity_key, "data.entity_key")
+    check_identifier(data_cfg.label, "data.label")
+    for i, col in enumerate(data_cfg.drop):
+        check_identifier(col, f"data.drop[{i}]")
+    valid, test = data_cfg.split.valid, data_cfg.split.test
+    if not (0 < valid < 1 and 0 < test < 1 and valid + test < 1):
+        raise ConfigError("data.split.valid and data.split.test must each be in (0, 1) and sum "
+                          f"below 1, got valid={valid}, test={test}")
+
+
+def build_frame(session, data_cfg):
+    """The Snowpark DataFrame of the feature definition (nothing is pulled yet)."""
+    from snowflake.snowpark.exceptions import SnowparkClientException
+
+    setting = next(n for n in ("table", "query", "features") if data_cfg.get(n))
+    try:
+        if setting == "table":
+            return session.table(data_cfg.table), setting
+        if setting == "query":
+            return session.sql(data_cfg.query), setting
+        from hydra.utils import call
+        from omegaconf import OmegaConf
+
+        spec = OmegaConf.to_container(data_cfg.features, resolve=True)
+        try:
+            frame = call(spec, session, data_cfg)
+        except SnowparkClientException:
+            raise
+        except Exception as exc:
+            if "Error locating target" in str(exc) or "Error in call to target" in str(exc):
+                raise ConfigError(f"data.features._target_={spec['_target_']!r}: "
+                                  f"{str(exc).splitlines()[0]}") from None
+            raise
+        if not hasattr(frame, "queries"):
+            raise ConfigError(f"data.features._target_={spec['_target_']!r} returned "
+                              f"{type(frame).__name__}, not a Snowpark DataFrame")
+        return frame, setting
+    except SnowparkClientException as exc:
+        raise WarehouseError(f"data.{setting}: the warehouse rejected the feature definition: "
+                             f"{_sql_error(exc)}") from None
+
+
+def _sql_error(exc) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def frame_sql(frame) -> str:
+    queries = frame.queries
+    return ";\n".join(queries["queries"] + queries.get("post_actions", []))
+
+
+def source_tables(sql: str) -> List[str]:
+    """Tables a query reads, found with sqlglot's Snowflake parser."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse(sql, read="snowflake")
+    except sqlglot.errors.ParseError:
+        return []
+    names = set()
+    for stmt in tree:
+        ctes = {c.alias_or_name.upper() for c in stmt.find_all(exp.CTE)}
+        for t in stmt.find_all(exp.Table):
+            if t.name and t.name.upper() not in ctes:
+                names.add(".".join(p for p in (t.catalog, t.db, t.name) if p).upper())
+    return sorted(names)
+
+
+def data_version(wh, data_cfg, sql: str) -> str:
+    if data_cfg.snapshot:
+        return f"snapshot:{data_cfg.snapshot}"
+    if wh.known_version:
+        return wh.known_version
+    tables = source_tables(sql)
+    if not tables:
+        return "unversioned"
+    rows = []
+    for name in tables:
+        parts = name.split(".")
+        database = parts[-3] if len(parts) == 3 else wh.database
+        schema = parts[-2] if len(parts) >= 2 else wh.schema
+        rows += wh.session.sql(
+            f"select table_catalog, table_schema, table_name, last_altered "
+            f"from {database}.information_schema.tables where table_schema = ? and table_name = ?",
+            params=[schema, parts[-1]]).collect()
+    return "altered:" + ";".join(sorted(f"{r[0]}.{r[1]}.{r[2]}={r[3]}" for r in rows))
+
+
+def load_features(wh, data_cfg, cache: FeatureCache, query_tag: Optional[str] = None) -> FeatureSet:
+    session = wh.session
+    if query_tag and data_cfg.query_tag:
+        session.query_tag = query_tag
+    started = time.perf_counter()
+    with session.query_history() as history:
+        frame, setting = build_frame(session, data_cfg)
+        sql = frame_sql(frame)
+        version = data_version(wh, data_cfg, sql)
+        key = cache_key({"sql": sql, "identity": wh.identity, "version": version})
+        source = {**wh.identity, "definition": f"data.{setting}", "query": sql, "version": version}
+        hit = None if data_cfg.refresh else cache.get(key)
+        if hit is None:
+            with cache.lock(key):
+                # Another process may have filled the entry while we waited.
+                hit = None if data_cfg.refresh else cache.get(key)
+                if hit is None:
+                    table = _pull(frame, setting)
+                    _check_frame(table, data_cfg)
+                    feature_ids = [q.query_id for q in history.queries if q.sql_text.strip() == frame.queries["queries"][-1].strip()]
+                    cache.put(key, table, {"query_ids": feature_ids, "source": source})
+    query_ids = [q.query_id for q in history.queries]
+    if hit is not None:
+        table, _meta = hit
+        _check_frame(table, data_cfg)
+        feature_queries = 0
+    else:
+        feature_queries = len(feature_ids)
+    return FeatureSet(table=table, key=key, cache_hit=hit is not None, sql=sql, source=source,
+                      path=str(cache.path(key)), query_ids=query_ids, feature_queries=feature_queries,
+                      seconds=time.perf_counter() - started)
+
+
+def _pull(frame, setting: str):
+    from snowflake.snowpark.exceptions import SnowparkClientException
+
+    try:
+        return frame.to_arrow()
+    except SnowparkClientException as exc:
+        raise WarehouseError(f"data.{setting}: the feature query failed in the warehouse: "
+                             f"{_sql_error(exc)}") from None
+
+
+def find_column(names: List[str], wanted: str, setting: str) -> str:
+    if wanted in names:
+        return wanted
+    folded = [n for n in names if n.upper() == wanted.strip('"').upper()]
+    if len(folded) == 1:
+        return folded[0]
+    raise DataError(f"{setting}={wanted!r} is not a column of the feature result "
+                    f"(columns: {', '.join(names)})")
+
+
+def _check_frame(table, data_cfg) -> None:
+    if table.num_rows == 0:
+        raise DataError("the feature result is empty: check data.table / data.query / data.features "
+                        "and the filters they apply")
+    find_column(table.column_names, data_cfg.entity_key, "data.entity_key")
+    find_column(table.column_names, data_cfg.label, "data.label")

@@ -1,0 +1,163 @@
+"""One job: features (cached, memoized per process) -> LightGBM -> MLflow run.
+
+Used by `python -m runner` and, per trial, by the sweepers: inside one process
+the pulled features and the LightGBM Datasets are built once and reused.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from . import __version__
+from .cache import FeatureCache
+from .errors import RunnerError
+from .features import FeatureSet, load_features, validate
+from .secrets import redact_url
+from .tracking import Tracker, flatten, git_state
+
+log = logging.getLogger(__name__)
+
+# (data config digest, objective) -> (FeatureSet, Prepared); one entry per process is typical.
+_PREPARED: Dict[str, Any] = {}
+
+
+@dataclass
+class JobResult:
+    run_id: str
+    metrics: Dict[str, float]
+    features: FeatureSet
+    headline: str
+    seconds: float
+    model_uri: Optional[str] = None
+    status: str = "FINISHED"
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+def _data_digest(cfg: DictConfig) -> str:
+    return json.dumps({"data": OmegaConf.to_container(cfg.data, resolve=True),
+                       "objective": cfg.model.params.objective}, sort_keys=True, default=str)
+
+
+def prepared_data(cfg: DictConfig, query_tag: Optional[str] = None):
+    """FeatureSet and Prepared split for cfg.data, pulled at most once per process."""
+    from .train import prepare
+    from .warehouse import open_warehouse
+
+    digest = _data_digest(cfg)
+    if digest in _PREPARED and not cfg.data.refresh:
+        features, prepared = _PREPARED[digest]
+        reused = FeatureSet(**{**features.__dict__, "cache_hit": True, "query_ids": [],
+                               "feature_queries": 0, "seconds": 0.0})
+        return reused, prepared
+    validate(cfg.data)
+    cache = FeatureCache(cfg.data.cache_dir)
+    with open_warehouse(cfg.data) as wh:
+        features = load_features(wh, cfg.data, cache, query_tag=query_tag)
+    prepared = prepare(features.table, cfg.data, cfg.model.params.objective)
+    _PREPARED.clear()
+    _PREPARED[digest] = (features, prepared)
+    return features, prepared
+
+
+def overrides() -> List[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return [redact_url(o) for o in HydraConfig.get().overrides.task]
+    except Exception:  # not under Hydra (tests calling run_job directly)
+        return []
+
+
+def base_tags(cfg: DictConfig) -> Dict[str, Any]:
+    tags = {"runner.version": __version__, "mlflow.source.name": "python -m runner",
+            "mlflow.source.type": "LOCAL", "mlflow.user": _user(),
+            "runner.overrides": json.dumps(overrides())}
+    tags.update(git_state())
+    tags.update({f"user.{k}": v for k, v in (cfg.get("tags") or {}).items()})
+    return tags
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def run_job(cfg: DictConfig, *, tracker: Optional[Tracker] = None, parent_run_id: Optional[str] = None,
+            run_name: Optional[str] = None, extra_tags: Optional[Dict[str, Any]] = None,
+            callbacks: Sequence[Callable] = (), log_model: Optional[bool] = None,
+            on_run: Optional[Callable[[str], None]] = None) -> JobResult:
+    """Run one job end to end; the MLflow run ends FINISHED, or FAILED on any error."""
+    from .train import headline, train
+
+    started = time.perf_counter()
+    validate(cfg.data)
+    tracker = tracker or Tracker(cfg.tracker)
+    tags = {**base_tags(cfg), **(extra_tags or {})}
+    run_id = tracker.start_run(run_name or cfg.get("run_name"), tags, parent_run_id=parent_run_id)
+    if on_run:
+        on_run(run_id)
+    status = "FAILED"
+    try:
+        features, prepared = prepared_data(cfg, query_tag=f"runner run_id={run_id}")
+        result = train(prepared, cfg.model, callbacks=callbacks)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        metrics = dict(result.metrics)
+        metrics.update({f"rows_{k}": float(v) for k, v in prepared.sizes.items()})
+        metrics["features_seconds"] = features.seconds
+        run_tags = {
+            "runner.cache": "hit" if features.cache_hit else "miss",
+            "runner.cache_key": features.key,
+            "runner.warehouse.feature_queries": features.feature_queries,
+            "runner.warehouse.query_ids": ",".join(features.query_ids) or "none",
+            "runner.objective": prepared.objective,
+        }
+        tracker.log(run_id, params=flatten(resolved), metrics=metrics, tags=run_tags)
+        model_uri = None
+        if log_model if log_model is not None else cfg.tracker.log_model:
+            _log_artifacts(tracker, run_id, cfg, features, prepared, result)
+            model_uri = tracker.log_model(run_id, result.booster, prepared.parts["valid"][0].head(5))
+        status = "FINISHED"
+        return JobResult(run_id, result.metrics, features, headline(prepared.objective),
+                         time.perf_counter() - started, model_uri,
+                         extra={"booster": result.booster, "prepared": prepared})
+    except BaseException as exc:
+        _mark_failed(tracker, run_id, exc)
+        raise
+    finally:
+        try:
+            tracker.end(run_id, status)
+        except RunnerError as exc:
+            log.error("%s", exc)
+
+
+def _mark_failed(tracker: Tracker, run_id: str, exc: BaseException) -> None:
+    message = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+    try:
+        tracker.log(run_id, tags={"runner.error": f"{type(exc).__name__}: {message}"})
+    except Exception:  # the tracker itself may be what failed
+        pass
+
+
+def _log_artifacts(tracker: Tracker, run_id: str, cfg: DictConfig, features, prepared, result) -> None:
+    import pandas as pd
+
+    tracker.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+    tracker.log_text(run_id, json.dumps(overrides(), indent=1), "config/overrides.json")
+    tracker.log_text(run_id, features.sql, "data/feature_query.sql")
+    if prepared.categories:
+        tracker.log_text(run_id, json.dumps(prepared.categories, indent=1), "data/categories.json")
+    importance = pd.DataFrame({"feature": result.booster.feature_name(),
+                               "gain": result.booster.feature_importance("gain")})
+    tracker.log_text(run_id, importance.sort_values("gain", ascending=False).to_csv(index=False),
+                     "model_info/feature_importance.csv")
+    X, y, _ = prepared.parts["train"]
+    frame = X.assign(**{cfg.data.label: y})
+    tracker.log_dataset(run_id, frame, features, targets=cfg.data.label)

@@ -1,0 +1,277 @@
+"""MLflow tracking through MlflowClient with explicit run ids.
+
+No fluent active-run stack: every call names its run, so runs nest correctly
+across threads and processes. A run's params, metrics and tags go in one
+log_batch call, so a run costs create + batch + terminate requests.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional
+
+from .errors import ConfigError, TrackingError
+from .secrets import redact_url
+
+log = logging.getLogger(__name__)
+
+ARN = re.compile(r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:mlflow-(tracking-server|app)/[A-Za-z0-9][A-Za-z0-9-]*$")
+KINDS = ("local", "server", "sagemaker")
+
+
+def tracking_uri(cfg) -> str:
+    if cfg.kind not in KINDS:
+        raise ConfigError(f"tracker.kind must be one of {', '.join(KINDS)}, got {cfg.kind!r}")
+    if cfg.kind == "local":
+        return "sqlite:///" + str(Path(cfg.dir, "mlflow.db").resolve())
+    uri = cfg.uri or ""
+    if cfg.kind == "server" and not re.match(r"^https?://[^/\s]+", uri):
+        raise ConfigError(f"tracker.uri must be an http(s) URL of an MLflow server for tracker=server, "
+                          f"got {redact_url(uri)!r}")
+    if cfg.kind == "sagemaker" and not ARN.match(uri):
+        raise ConfigError("tracker.uri must be a SageMaker MLflow tracking-server ARN "
+                          "(arn:aws:sagemaker:<region>:<account>:mlflow-tracking-server/<name>) "
+                          f"for tracker=sagemaker, got {uri!r}")
+    return uri
+
+
+def flatten(node: Any, prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    if isinstance(node, dict):
+        if not node and prefix:
+            out[prefix] = "{}"
+        for k, v in node.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(node, list):
+        out[prefix] = repr(node)
+    else:
+        out[prefix] = node
+    return out
+
+
+def _fit(kind: str, key: str, value: Any, limit: int) -> Optional[str]:
+    from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH
+
+    if len(key) > MAX_ENTITY_KEY_LENGTH:
+        log.warning("%s %r skipped: key longer than MLflow's %d characters", kind, key[:60],
+                    MAX_ENTITY_KEY_LENGTH)
+        return None
+    text = "None" if value is None else str(value)
+    if len(text) > limit:
+        log.warning("%s %r truncated to MLflow's %d characters", kind, key, limit)
+        text = text[: limit - 15] + "...[truncated]"
+    return text
+
+
+class Tracker:
+    def __init__(self, cfg):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(cfg.max_retries))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(cfg.request_timeout))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        self.cfg = cfg
+        self.uri = tracking_uri(cfg)
+        self.display_uri = redact_url(self.uri)
+        if cfg.kind == "local":
+            Path(cfg.dir).mkdir(parents=True, exist_ok=True)
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        self._experiment_id: Optional[str] = None
+
+    def _fail(self, what: str, exc: BaseException) -> TrackingError:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        setting = "tracker.dir" if self.cfg.kind == "local" else "tracker.uri"
+        return TrackingError(f"MLflow at {setting}={self.display_uri} failed to {what}: {text[:300]}")
+
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            name = self.cfg.experiment
+            try:
+                exp = self.client.get_experiment_by_name(name)
+                if exp is None:
+                    location = None
+                    if self.cfg.kind == "local":
+                        location = Path(self.cfg.dir, "artifacts").resolve().as_uri()
+                    try:
+                        self._experiment_id = self.client.create_experiment(name, artifact_location=location)
+                    except Exception:  # created concurrently by another worker
+                        exp = self.client.get_experiment_by_name(name)
+                        if exp is None:
+                            raise
+                        self._experiment_id = exp.experiment_id
+                else:
+                    if exp.lifecycle_stage == "deleted":
+                        raise TrackingError(f"tracker.experiment={name!r} is deleted in MLflow: restore "
+                                            "it or choose another name")
+                    self._experiment_id = exp.experiment_id
+            except TrackingError:
+                raise
+            except Exception as exc:
+                raise self._fail(f"open experiment {name!r}", exc) from None
+        return self._experiment_id
+
+    def start_run(self, run_name: Optional[str], tags: Dict[str, Any],
+                  parent_run_id: Optional[str] = None) -> str:
+        tags = dict(tags)
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        clean = {k: t for k, v in tags.items() if (t := _fit("tag", k, v, _tag_limit())) is not None}
+        try:
+            run = self.client.create_run(self.experiment_id(), tags=clean, run_name=run_name)
+        except Exception as exc:
+            raise self._fail("create a run", exc) from None
+        return run.info.run_id
+
+    def log(self, run_id: str, params: Optional[Dict[str, Any]] = None,
+            metrics: Optional[Dict[str, float]] = None, tags: Optional[Dict[str, Any]] = None,
+            step: int = 0) -> None:
+        import time
+
+        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+        now = int(time.time() * 1000)
+        p = [Param(k, t) for k, v in (params or {}).items()
+             if (t := _fit("param", k, v, MAX_PARAM_VAL_LENGTH)) is not None]
+        m = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
+        t = [RunTag(k, s) for k, v in (tags or {}).items() if (s := _fit("tag", k, v, _tag_limit())) is not None]
+        if not (p or m or t):
+            return
+        try:
+            self.client.log_batch(run_id, metrics=m, params=p, tags=t)
+        except Exception as exc:
+            raise self._fail("log params/metrics", exc) from None
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        try:
+            self.client.set_terminated(run_id, status=status)
+        except Exception as exc:
+            raise self._fail(f"end run {run_id} as {status}", exc) from None
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        try:
+            self.client.log_text(run_id, text, path)
+        except Exception as exc:
+            raise self._fail(f"upload {path}", exc) from None
+
+    def log_model(self, run_id: str, booster, example) -> str:
+        """Log with MLflow's LightGBM flavor (signature + input example); return the model URI."""
+        import lightgbm
+        import mlflow.lightgbm
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(example, booster.predict(example))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp, "model")
+            mlflow.lightgbm.save_model(booster, str(path), signature=signature, input_example=example,
+                                       pip_requirements=[f"lightgbm=={lightgbm.__version__}",
+                                                         f"mlflow=={mlflow.__version__}"])
+            try:
+                self.client.log_artifacts(run_id, str(path), "model")
+            except Exception as exc:
+                raise self._fail("upload the model", exc) from None
+        return f"runs:/{run_id}/model"
+
+    def log_dataset(self, run_id: str, frame, features, targets: str, context: str = "training") -> None:
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+
+        dataset = mlflow.data.from_pandas(frame, source=_source_class()(_fit_source(features.source)), targets=targets,
+                                          name=f"features-{features.key[:12]}", digest=features.key[:36])
+        try:
+            self.client.log_inputs(run_id, [DatasetInput(dataset._to_mlflow_entity(),
+                                                         [InputTag("mlflow.data.context", context)])])
+        except Exception as exc:
+            raise self._fail("log the dataset", exc) from None
+
+    def register(self, name: str, run_id: str, model_uri: str):
+        try:
+            try:
+                self.client.get_registered_model(name)
+            except Exception:
+                self.client.create_registered_model(name)
+            return self.client.create_model_version(name, model_uri, run_id=run_id)
+        except Exception as exc:
+            raise self._fail(f"register model {name!r}", exc) from None
+
+    def ui_command(self) -> str:
+        if self.cfg.kind == "local":
+            return (f"mlflow ui --backend-store-uri {self.uri} "
+                    f"--default-artifact-root {Path(self.cfg.dir, 'artifacts').resolve().as_uri()}")
+        return f"open {self.display_uri} (MLflow UI of the tracking server)"
+
+
+def _tag_limit() -> int:
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+    return MAX_TAG_VAL_LENGTH
+
+
+def git_state(cwd: Optional[str] = None) -> Dict[str, str]:
+    """Commit and dirty flag of the code that ran, when it runs from a git checkout."""
+    root = cwd or str(Path(__file__).resolve().parent.parent)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=5)
+        if commit.returncode != 0:
+            return {}
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5)
+        return {"mlflow.source.git.commit": commit.stdout.strip(),
+                "runner.git.dirty": str(bool(dirty.stdout.strip())).lower()}
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
+@functools.lru_cache(maxsize=None)
+def _source_class():
+    from mlflow.data.dataset_source import DatasetSource
+
+    class WarehouseSource(DatasetSource):
+        """Where features came from: account/database/schema and the query (never credentials)."""
+
+        def __init__(self, info: Dict[str, Any]):
+            self.info = dict(info)
+
+        @staticmethod
+        def _get_source_type() -> str:
+            return "snowflake"
+
+        def load(self, **kwargs):
+            raise NotImplementedError("re-run the query in data.* to load these features")
+
+        @staticmethod
+        def _can_resolve(raw_source: Any) -> bool:
+            return False
+
+        @classmethod
+        def _resolve(cls, raw_source: Any):
+            raise NotImplementedError
+
+        def to_dict(self) -> Dict[str, Any]:
+            return self.info
+
+        @classmethod
+        def from_dict(cls, source_dict: Dict[str, Any]):
+            return cls(source_dict)
+
+    return WarehouseSource
+
+
+
+def _fit_source(info: Dict[str, Any]) -> Dict[str, Any]:
+    import json
+
+    from mlflow.utils.validation import MAX_DATASET_SOURCE_SIZE
+
+    info = dict(info)
+    excess = len(json.dumps(info)) - MAX_DATASET_SOURCE_SIZE
+    if excess > 0:
+        info["query"] = info["query"][: max(0, len(info["query"]) - excess - 40)] + "...[truncated]"
+    return info

@@ -1,0 +1,40 @@
+"""Shared fixtures: real services on loopback, and a clean MLflow/runner state per test."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import MlflowServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """One real `mlflow server` for the session; tests use their own experiments."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow_server")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_mlflow_env(monkeypatch):
+    """Like kedro-mlflow's fixtures: no tracking URI or active run leaks between tests."""
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", "RUNNER_PARENT_RUN_ID"):
+        monkeypatch.delenv(key, raising=False)
+    yield
+    import mlflow
+
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+def run_runner(args, cwd: Path, env=None, timeout=600, multirun: bool = False) -> subprocess.CompletedProcess:
+    """`python -m runner ARGS` in cwd, as a user runs it."""
+    full_env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", **(env or {})}
+    cmd = [sys.executable, "-m", "runner", *(["--multirun"] if multirun else []), *args]
+    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)

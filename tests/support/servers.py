@@ -1,0 +1,162 @@
+"""Real services for tests, each in its own process group on loopback."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(check, proc, what: str, log_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        if check():
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not up after {timeout:.0f}s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.1)
+
+
+class MlflowServer:
+    """`mlflow server` with a SQLite store; stop()/start() keep the same port and data."""
+
+    def __init__(self, root: Path, artifact_root: Optional[str] = None, serve_artifacts: bool = True,
+                 env: Optional[dict] = None):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.backend_uri = f"sqlite:///{self.root}/mlflow.db"
+        self.artifact_root = artifact_root or str(self.root / "artifacts")
+        self.serve_artifacts = serve_artifacts
+        self.env = env or {}
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self, timeout: float = 120) -> "MlflowServer":
+        log_path = self.root / "server.log"
+        args = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend_uri,
+                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        if self.serve_artifacts:
+            args += ["--artifacts-destination", self.artifact_root]
+        else:
+            args += ["--default-artifact-root", self.artifact_root, "--no-serve-artifacts"]
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env}
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+
+        def healthy() -> bool:
+            try:
+                return requests.get(f"{self.url}/health", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        _wait(healthy, self.proc, "mlflow server", log_path, timeout)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(10)
+        self.proc = None
+
+
+class FakesnowProcess:
+    """`python -m fakesnow -s` as a separate process: the stand-in for a Snowflake account."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self, timeout: float = 30) -> "FakesnowProcess":
+        log_path = self.root / "fakesnow.log"
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fakesnow", "-s", "--host", "127.0.0.1", "-p", str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def up() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+
+        _wait(up, self.proc, "fakesnow", log_path, timeout)
+        return self
+
+    def connect_kwargs(self) -> dict:
+        return dict(user="fake", password="snow", account="fakesnow", host="127.0.0.1",
+                    port=self.port, protocol="http", network_timeout=5)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster under a temp dir, listening on 127.0.0.1 only."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.port = free_port()
+        self.proc = None
+
+    def _as_postgres(self, args, **kw):
+        if os.geteuid() == 0:
+            args = ["runuser", "-u", "postgres", "--", *args]
+        return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
+
+    def start(self) -> "PostgresCluster":
+        self.root.mkdir(parents=True, exist_ok=True)
+        data, sock = self.root / "data", self.root / "sock"
+        sock.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+            shutil.chown(sock, "postgres")
+        pwfile = self.root / "pw"
+        pwfile.write_text("runner-test-pw\n")
+        if os.geteuid() == 0:
+            shutil.chown(pwfile, "postgres")
+        self._as_postgres(["initdb", "-D", str(data), "-U", "runner", "--pwfile", str(pwfile),
+                           "-A", "scram-sha-256"])
+        self._as_postgres(["pg_ctl", "-D", str(data), "-l", str(self.root / "pg.log"), "-w", "-o",
+                           f"-c listen_addresses=127.0.0.1 -p {self.port} -k {sock} -c fsync=off "
+                           "-c max_connections=200", "start"])
+        self.proc = True
+        return self
+
+    def url(self, password: str = "runner-test-pw", db: str = "postgres") -> str:
+        return f"postgresql+psycopg2://runner:{password}@127.0.0.1:{self.port}/{db}"
+
+    def stop(self) -> None:
+        if self.proc:
+            self._as_postgres(["pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "stop"])
+            self.proc = None

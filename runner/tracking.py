@@ -29,7 +29,12 @@ def tracking_uri(cfg) -> str:
         raise ConfigError(f"tracker.kind must be one of {', '.join(KINDS)}, got {cfg.kind!r}")
     if cfg.kind == "local":
         return "sqlite:///" + str(Path(cfg.dir, "mlflow.db").resolve())
-    uri = cfg.uri or ""
+    uri = (cfg.uri or "").strip()
+    if uri in ("", "???"):
+        hint = ("the tracking server's ARN, arn:aws:sagemaker:<region>:<account>:mlflow-tracking-server/<name> "
+                "(or set RUNNER_SAGEMAKER_ARN)" if cfg.kind == "sagemaker"
+                else "the MLflow server URL, http(s)://host:port (or set MLFLOW_TRACKING_URI)")
+        raise ConfigError(f"tracker={cfg.kind} needs tracker.uri: {hint}")
     if cfg.kind == "server" and not re.match(r"^https?://[^/\s]+", uri):
         raise ConfigError(f"tracker.uri must be an http(s) URL of an MLflow server for tracker=server, "
                           f"got {redact_url(uri)!r}")
@@ -79,15 +84,28 @@ class Tracker:
         self.display_uri = redact_url(self.uri)
         if cfg.kind == "local":
             Path(cfg.dir).mkdir(parents=True, exist_ok=True)
+        elif cfg.kind == "sagemaker":
+            _prepare_sagemaker(self.uri)
+        import mlflow
         from mlflow import MlflowClient
 
+        if cfg.kind != "local":
+            # Remote stores: the global URI is what MLflow's plugins (sagemaker-mlflow's
+            # SigV4 auth and ARN header) and any fluent call read; MLFLOW_TRACKING_URI
+            # also carries it to worker processes.
+            mlflow.set_tracking_uri(self.uri)
+        _quiet_plugin_noise(cfg.kind)
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         self._experiment_id: Optional[str] = None
 
     def _fail(self, what: str, exc: BaseException) -> TrackingError:
+        if isinstance(exc, TrackingError):
+            return exc
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         setting = "tracker.dir" if self.cfg.kind == "local" else "tracker.uri"
-        return TrackingError(f"MLflow at {setting}={self.display_uri} failed to {what}: {text[:300]}")
+        hint = _hint(self.cfg.kind, exc, text)
+        return TrackingError(f"MLflow at {setting}={self.display_uri} failed to {what}: "
+                             f"{hint or text[:300]}")
 
     def experiment_id(self) -> str:
         if self._experiment_id is None:
@@ -205,6 +223,87 @@ class Tracker:
             return (f"mlflow ui --backend-store-uri {self.uri} "
                     f"--default-artifact-root {Path(self.cfg.dir, 'artifacts').resolve().as_uri()}")
         return f"open {self.display_uri} (MLflow UI of the tracking server)"
+
+
+_AUTH_DENIED = re.compile(r"\b(401|403)\b|PERMISSION_DENIED|UNAUTHENTICATED|signature|InvalidClientTokenId|"
+                          r"UnrecognizedClient|ExpiredToken|AccessDenied", re.IGNORECASE)
+_UNREACHABLE = re.compile(r"Max retries exceeded|Failed to establish a new connection|Connection refused|"
+                          r"ConnectionError|Name or service not known|timed out|RemoteDisconnected",
+                          re.IGNORECASE)
+
+
+def _hint(kind: str, exc: BaseException, text: str) -> Optional[str]:
+    """One line saying what to fix for the failures users can fix: auth and reachability."""
+    if kind == "local":
+        return None
+    name = type(exc).__name__
+    if name in ("NoCredentialsError", "PartialCredentialsError"):
+        return _NO_AWS_CREDENTIALS
+    if _AUTH_DENIED.search(text):
+        if kind == "sagemaker":
+            return ("the tracking server rejected the request signature (AWS SigV4): check the AWS "
+                    "credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN or "
+                    "AWS_PROFILE) and that tracker.uri is the ARN of a tracking server they may use "
+                    f"(region, account, name) [{text[:160]}]")
+        return ("the server refused the credentials: set MLFLOW_TRACKING_USERNAME/"
+                "MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN for it, or check tracker.uri "
+                f"[{text[:160]}]")
+    if _UNREACHABLE.search(text) or "ConnectionError" in name or "Timeout" in name:
+        if kind == "sagemaker":
+            endpoint = os.environ.get("SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT")
+            where = f"SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT={endpoint}" if endpoint else "the ARN's regional endpoint"
+            return (f"cannot reach the tracking server ({where}): check tracker.uri (region), the "
+                    "network path to SageMaker and any HTTPS proxy settings")
+        return ("cannot reach the MLflow server: check tracker.uri (host and port) and that the "
+                "server is running")
+    return None
+
+
+_NO_AWS_CREDENTIALS = ("no AWS credentials found to sign requests for tracker=sagemaker: set "
+                       "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or run with an "
+                       "IAM role)")
+
+
+def _prepare_sagemaker(uri: str) -> None:
+    """Fail before any request when the plugin or the AWS credentials are missing."""
+    try:
+        import boto3
+        import sagemaker_mlflow  # noqa: F401
+    except ImportError:
+        raise ConfigError("tracker=sagemaker needs the sagemaker-mlflow plugin: "
+                          "pip install sagemaker-mlflow") from None
+    try:
+        credentials = boto3.Session().get_credentials()
+    except Exception as exc:  # a broken profile / config file
+        raise TrackingError(f"tracker=sagemaker cannot load AWS credentials: {str(exc).splitlines()[0]}: "
+                            "fix AWS_PROFILE / the AWS config files or set AWS_ACCESS_KEY_ID and "
+                            "AWS_SECRET_ACCESS_KEY") from None
+    if credentials is None:
+        raise TrackingError(f"{_NO_AWS_CREDENTIALS}; tracker.uri={uri}")
+
+
+class _DropPluginNoise(logging.Filter):
+    """sagemaker-mlflow logs 'Using custom endpoint' on the root logger for every request, and its
+    header provider warns on every request whose global tracking URI is not an ARN."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if message.startswith("Using custom endpoint"):
+            return False
+        if record.name == "mlflow.tracking.request_header.registry" and record.args and \
+                "list index out of range" in str(record.args):
+            return False
+        return True
+
+
+def _quiet_plugin_noise(kind: str) -> None:
+    if kind == "sagemaker":
+        # The plugin builds a boto3 session per request: botocore announces the credentials each time.
+        logging.getLogger("botocore.credentials").setLevel(logging.WARNING)
+    flt = _DropPluginNoise()
+    for logger in (logging.getLogger(), logging.getLogger("mlflow.tracking.request_header.registry")):
+        if not any(isinstance(f, _DropPluginNoise) for f in logger.filters):
+            logger.addFilter(flt)
 
 
 def _tag_limit() -> int:

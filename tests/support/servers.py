@@ -160,3 +160,50 @@ class PostgresCluster:
         if self.proc:
             self._as_postgres(["pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "stop"])
             self.proc = None
+
+
+class MotoS3:
+    """moto's S3-compatible server in a thread on 127.0.0.1: the artifact store SageMaker MLflow uses."""
+
+    access_key = "AKIDRUNNERTEST"
+    secret_key = "runner/test+secret/KEY"
+    region = "us-east-1"
+
+    def __init__(self, bucket: str = "mlflow-artifacts"):
+        self.bucket = bucket
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = None
+
+    def start(self) -> "MotoS3":
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        self.client().create_bucket(Bucket=self.bucket)
+        return self
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key, region_name=self.region)
+
+    def env(self) -> dict:
+        """What an MLflow client or server needs to use this S3 (credentials kept off real files)."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_DEFAULT_REGION": self.region, "MLFLOW_S3_ENDPOINT_URL": self.url,
+                "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                "AWS_EC2_METADATA_DISABLED": "true", "NO_PROXY": "127.0.0.1,localhost"}
+
+    def keys(self, prefix: str = "") -> list:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None

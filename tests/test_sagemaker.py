@@ -1,0 +1,162 @@
+"""tracker=sagemaker end to end, as on Amazon SageMaker managed MLflow.
+
+`python -m runner tracker=sagemaker tracker.uri=<ARN>` goes through the
+sagemaker-mlflow plugin (SigV4 signing, ARN header, s3:// artifacts) to a
+verifying SigV4 proxy in front of a real `mlflow server` that hands out
+s3:// artifact URIs; artifacts land in a local S3 (moto).
+"""
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import requests
+
+from tests.conftest import run_runner
+from tests.support.servers import MlflowServer, MotoS3
+from tests.support.sigv4_proxy import Sigv4Proxy
+
+ARN = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/test"
+SMALL = ["data.demo.events=50000", "data.demo.customers=3000", "model.num_boost_round=30"]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    server = MotoS3().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def upstream(s3, tmp_path_factory):
+    """`mlflow server --default-artifact-root s3://bucket/ --no-serve-artifacts`, as SageMaker runs it."""
+    server = MlflowServer(tmp_path_factory.mktemp("sm_mlflow"), artifact_root=f"s3://{s3.bucket}/",
+                          serve_artifacts=False, env=s3.env()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def _proxy(upstream, s3):
+    with Sigv4Proxy(upstream.url, access_key=s3.access_key, secret_key=s3.secret_key, region=s3.region,
+                    service="sagemaker-mlflow", arn=ARN) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def proxy(_proxy):
+    _proxy.reset_counts()
+    return _proxy
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_aws(monkeypatch):
+    import os
+
+    for key in list(os.environ):
+        if key.startswith(("AWS_", "SAGEMAKER_MLFLOW_")):
+            monkeypatch.delenv(key)
+
+
+def _env(s3, proxy, **overrides):
+    return {**s3.env(), "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT": proxy.url, **overrides}
+
+
+def _runs(upstream, experiment: str, status: str | None = None):
+    r = requests.get(f"{upstream.url}/api/2.0/mlflow/experiments/get-by-name",
+                     params={"experiment_name": experiment}, timeout=10)
+    if r.status_code == 404:
+        return []
+    exp_id = r.json()["experiment"]["experiment_id"]
+    body = {"experiment_ids": [exp_id], "max_results": 100}
+    if status:
+        body["filter"] = f"attributes.status = '{status}'"
+    r = requests.post(f"{upstream.url}/api/2.0/mlflow/runs/search", json=body, timeout=10)
+    r.raise_for_status()
+    return r.json().get("runs", [])
+
+
+def _all_running(upstream):
+    r = requests.post(f"{upstream.url}/api/2.0/mlflow/experiments/search", json={"max_results": 1000},
+                      timeout=10)
+    ids = [e["experiment_id"] for e in r.json().get("experiments", [])]
+    r = requests.post(f"{upstream.url}/api/2.0/mlflow/runs/search",
+                      json={"experiment_ids": ids, "filter": "attributes.status = 'RUNNING'"}, timeout=10)
+    return r.json().get("runs", [])
+
+
+def _error_lines(stderr: str):
+    return [line for line in stderr.splitlines() if line.startswith("runner: error:")]
+
+
+def test_single_run_end_to_end(proxy, upstream, s3, tmp_path):
+    experiment = f"sm-{uuid.uuid4().hex[:8]}"
+    proc = run_runner(["tracker=sagemaker", f"tracker.uri={ARN}", f"tracker.experiment={experiment}", *SMALL],
+                      cwd=tmp_path, env=_env(s3, proxy))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proxy.rejected == []
+    paths = [p for _, p in proxy.requests]
+    assert paths.count("/api/2.0/mlflow/runs/create") == 1
+    assert "/api/2.0/mlflow/runs/log-batch" in paths and "/api/2.0/mlflow/runs/log-inputs" in paths
+    # Artifacts go to S3 directly, never through the tracking server.
+    assert not any("artifacts" in p for p in paths), paths
+
+    (run,) = _runs(upstream, experiment)
+    info, data = run["info"], run["data"]
+    assert info["status"] == "FINISHED"
+    assert info["artifact_uri"].startswith(f"s3://{s3.bucket}/")
+    params = {p["key"]: p["value"] for p in data["params"]}
+    assert params["tracker.kind"] == "sagemaker" and params["model.num_boost_round"] == "30"
+    metrics = {m["key"]: m["value"] for m in data["metrics"]}
+    assert 0.5 < metrics["valid_auc"] <= 1
+    inputs = run["inputs"]["dataset_inputs"]
+    assert len(inputs) == 1 and inputs[0]["dataset"]["source_type"] == "snowflake"
+
+    prefix = info["artifact_uri"][len(f"s3://{s3.bucket}/"):]
+    keys = {k[len(prefix) + 1:] for k in s3.keys(prefix)}
+    assert {"model/MLmodel", "config/resolved.yaml", "data/feature_query.sql"} <= keys, keys
+    assert any(k.startswith("model/") and k.endswith((".lgb", ".txt", ".pkl")) for k in keys), keys
+    assert _all_running(upstream) == []
+
+
+def test_wrong_secret_fails_fast_with_one_clear_error(proxy, upstream, s3, tmp_path):
+    experiment = f"sm-bad-{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    # runner's own retry settings (not the fixture's 0): a 403 must not be retried anyway.
+    proc = run_runner(["tracker=sagemaker", f"tracker.uri={ARN}", f"tracker.experiment={experiment}", *SMALL],
+                      cwd=tmp_path, env=_env(s3, proxy, AWS_SECRET_ACCESS_KEY="not-the-secret",
+                                             MLFLOW_HTTP_REQUEST_MAX_RETRIES="2"))
+    elapsed = time.monotonic() - started
+    assert proc.returncode != 0
+    assert elapsed < 30
+    (line,) = _error_lines(proc.stderr)
+    assert "AWS credentials" in line and "tracker.uri" in line, line
+    assert "Traceback" not in proc.stderr
+    assert "not-the-secret" not in proc.stdout + proc.stderr
+    assert proxy.requests == []
+    assert len(proxy.rejected) == 1 and proxy.rejected[0][2] == "signature mismatch"
+    assert _runs(upstream, experiment) == []
+    assert _all_running(upstream) == []
+
+
+def test_missing_credentials_fail_before_any_request(proxy, s3, tmp_path):
+    env = {k: v for k, v in _env(s3, proxy).items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    proc = run_runner(["tracker=sagemaker", f"tracker.uri={ARN}", *SMALL], cwd=tmp_path, env=env)
+    assert proc.returncode != 0
+    (line,) = _error_lines(proc.stderr)
+    assert "no AWS credentials" in line and "AWS_ACCESS_KEY_ID" in line, line
+    assert proxy.requests == [] and proxy.rejected == []
+
+
+@pytest.mark.parametrize("uri", [
+    "arn:aws:sagemaker:us-east-1:1234:mlflow-tracking-server/test",      # account is 12 digits
+    "arn:aws:s3:us-east-1:123456789012:mlflow-tracking-server/test",     # not sagemaker
+    "https://us-east-1.experiments.sagemaker.aws",                       # a URL, not the ARN
+])
+def test_malformed_arn_is_a_config_error_before_any_request(proxy, s3, tmp_path, uri):
+    proc = run_runner(["tracker=sagemaker", f"tracker.uri={uri}", *SMALL], cwd=tmp_path, env=_env(s3, proxy))
+    assert proc.returncode != 0
+    (line,) = _error_lines(proc.stderr)
+    assert "tracker.uri must be a SageMaker MLflow tracking-server ARN" in line, line
+    assert proxy.requests == [] and proxy.rejected == []

@@ -347,6 +347,13 @@ class _Handler(BaseHTTPRequestHandler):
                 proxy._record_rejected(self.command, path_only, str(exc))
                 self._send_json(403, {"error_code": "PERMISSION_DENIED", "message": str(exc)})
                 return
+        elif proxy.require_auth is not None:
+            given = self.headers.get_all("Authorization") or []
+            if given != [proxy.require_auth]:
+                reason = "missing Authorization header" if not given else "bad credentials"
+                proxy._record_rejected(self.command, path_only, reason)
+                self._send_json(401, {"error_code": "UNAUTHENTICATED", "message": reason})
+                return
 
         proxy._record_forwarded(self.command, path_only)
         try:
@@ -363,7 +370,7 @@ class _Handler(BaseHTTPRequestHandler):
             lname = name.lower()
             if lname in _REQUEST_SKIP:
                 continue
-            if lname == "authorization" and proxy.verify:
+            if lname == "authorization" and (proxy.verify or proxy.require_auth is not None):
                 continue  # the front door terminates authentication
             fwd_headers[name] = f"{fwd_headers[name]}, {value}" if name in fwd_headers else value
         fwd_headers["Host"] = proxy._upstream_netloc
@@ -407,7 +414,7 @@ class Sigv4Proxy:
 
     ``requests`` lists ``(method, path)`` of forwarded requests (path without the
     query string); ``rejected`` lists ``(method, path, reason)`` of requests answered
-    403 and not forwarded.  Both are snapshots taken under a lock.
+    403 (401 with ``require_auth``) and not forwarded.  Both are snapshots taken under a lock.
     """
 
     def __init__(
@@ -422,6 +429,7 @@ class Sigv4Proxy:
         arn: str | None = None,
         port: int = 0,
         upstream_timeout: float = 60.0,
+        require_auth: str | None = None,
     ):
         parts = urllib.parse.urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname:
@@ -438,6 +446,10 @@ class Sigv4Proxy:
         self.service = service
         self.arn = arn
         self.upstream_timeout = upstream_timeout
+        # verify=False only: the exact Authorization header every request must carry
+        # (e.g. "Basic dTpw" or "Bearer tok"), like a basic-auth/token front door of an
+        # MLflow server; others get 401 and are not forwarded.
+        self.require_auth = require_auth
         self._port = port
         self._verifier = (
             _Verifier(access_key=access_key, secret_key=secret_key, region=region, service=service, arn=arn)

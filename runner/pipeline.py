@@ -5,9 +5,11 @@ the pulled features and the LightGBM Datasets are built once and reused.
 """
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -25,6 +27,10 @@ log = logging.getLogger(__name__)
 
 # (data config digest, objective) -> (FeatureSet, Prepared); one entry per process is typical.
 _PREPARED: Dict[str, Any] = {}
+# Trials may run in threads: one pull per process, and each thread gets its own view of
+# the Prepared split so LightGBM Datasets are never shared by concurrent lgb.train calls.
+_PREPARED_LOCK = threading.Lock()
+_THREAD = threading.local()
 
 
 @dataclass
@@ -46,6 +52,19 @@ def _data_digest(cfg: DictConfig) -> str:
 
 def prepared_data(cfg: DictConfig, query_tag: Optional[str] = None):
     """FeatureSet and Prepared split for cfg.data, pulled at most once per process."""
+    with _PREPARED_LOCK:
+        features, prepared, reused = _prepared_data(cfg, query_tag)
+    views = _THREAD.__dict__.setdefault("views", {})
+    view = views.get(id(prepared))
+    if view is None or view[0] is not prepared:
+        view = (prepared, prepared if threading.current_thread() is threading.main_thread()
+                else dataclasses.replace(prepared, datasets={}))
+        views.clear()
+        views[id(prepared)] = view
+    return (reused or features), view[1]
+
+
+def _prepared_data(cfg: DictConfig, query_tag: Optional[str]):
     from .train import prepare
     from .warehouse import open_warehouse
 
@@ -54,7 +73,7 @@ def prepared_data(cfg: DictConfig, query_tag: Optional[str] = None):
         features, prepared = _PREPARED[digest]
         reused = FeatureSet(**{**features.__dict__, "cache_hit": True, "query_ids": [],
                                "feature_queries": 0, "seconds": 0.0})
-        return reused, prepared
+        return features, prepared, reused
     validate(cfg.data)
     cache = FeatureCache(cfg.data.cache_dir)
     with open_warehouse(cfg.data) as wh:
@@ -62,10 +81,13 @@ def prepared_data(cfg: DictConfig, query_tag: Optional[str] = None):
     prepared = prepare(features.table, cfg.data, cfg.model.params.objective)
     _PREPARED.clear()
     _PREPARED[digest] = (features, prepared)
-    return features, prepared
+    return features, prepared, None
 
 
-def overrides() -> List[str]:
+def overrides(explicit: Optional[Sequence[str]] = None) -> List[str]:
+    """The job's Hydra overrides (explicit ones when a sweeper runs trials in threads)."""
+    if explicit is not None:
+        return [redact_url(o) for o in explicit]
     try:
         from hydra.core.hydra_config import HydraConfig
 
@@ -74,10 +96,10 @@ def overrides() -> List[str]:
         return []
 
 
-def base_tags(cfg: DictConfig) -> Dict[str, Any]:
+def base_tags(cfg: DictConfig, job_overrides: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     tags = {"runner.version": __version__, "mlflow.source.name": "python -m runner",
             "mlflow.source.type": "LOCAL", "mlflow.user": _user(),
-            "runner.overrides": json.dumps(overrides())}
+            "runner.overrides": json.dumps(overrides(job_overrides))}
     tags.update(git_state())
     tags.update({f"user.{k}": v for k, v in (cfg.get("tags") or {}).items()})
     return tags
@@ -93,14 +115,22 @@ def _user() -> str:
 def run_job(cfg: DictConfig, *, tracker: Optional[Tracker] = None, parent_run_id: Optional[str] = None,
             run_name: Optional[str] = None, extra_tags: Optional[Dict[str, Any]] = None,
             callbacks: Sequence[Callable] = (), log_model: Optional[bool] = None,
-            on_run: Optional[Callable[[str], None]] = None) -> JobResult:
-    """Run one job end to end; the MLflow run ends FINISHED, or FAILED on any error."""
+            on_run: Optional[Callable[[str], None]] = None, job_overrides: Optional[Sequence[str]] = None,
+            final_tags: Optional[Callable[[str], Dict[str, Any]]] = None) -> JobResult:
+    """Run one job end to end; the MLflow run ends FINISHED, or FAILED on any error.
+
+    job_overrides: the job's overrides when HydraConfig does not describe it (trials run
+    in threads). final_tags(status): tags sent in the run's last log call, so a sweep
+    trial costs three requests (create, one batch, terminate). An exception named
+    TrialPruned (Optuna's, raised by a pruning callback) ends the run KILLED with tag
+    optuna.state=PRUNED instead of FAILED.
+    """
     from .train import headline, train
 
     started = time.perf_counter()
     validate(cfg.data)
     tracker = tracker or Tracker(cfg.tracker)
-    tags = {**base_tags(cfg), **(extra_tags or {})}
+    tags = {**base_tags(cfg, job_overrides), **(extra_tags or {})}
     run_id = tracker.start_run(run_name or cfg.get("run_name"), tags, parent_run_id=parent_run_id)
     if on_run:
         on_run(run_id)
@@ -119,17 +149,23 @@ def run_job(cfg: DictConfig, *, tracker: Optional[Tracker] = None, parent_run_id
             "runner.warehouse.query_ids": ",".join(features.query_ids) or "none",
             "runner.objective": prepared.objective,
         }
+        if final_tags:
+            run_tags.update(final_tags("FINISHED"))
         tracker.log(run_id, params=flatten(resolved), metrics=metrics, tags=run_tags)
         model_uri = None
         if log_model if log_model is not None else cfg.tracker.log_model:
-            _log_artifacts(tracker, run_id, cfg, features, prepared, result)
+            _log_artifacts(tracker, run_id, cfg, features, prepared, result, job_overrides)
             model_uri = tracker.log_model(run_id, result.booster, prepared.parts["valid"][0].head(5))
         status = "FINISHED"
         return JobResult(run_id, result.metrics, features, headline(prepared.objective),
                          time.perf_counter() - started, model_uri,
                          extra={"booster": result.booster, "prepared": prepared})
     except BaseException as exc:
-        _mark_failed(tracker, run_id, exc)
+        if type(exc).__name__ == "TrialPruned":
+            status = "KILLED"
+            _mark_pruned(tracker, run_id, cfg, exc, final_tags)
+        else:
+            _mark_failed(tracker, run_id, exc, final_tags("FAILED") if final_tags else None)
         raise
     finally:
         try:
@@ -138,19 +174,32 @@ def run_job(cfg: DictConfig, *, tracker: Optional[Tracker] = None, parent_run_id
             log.error("%s", exc)
 
 
-def _mark_failed(tracker: Tracker, run_id: str, exc: BaseException) -> None:
-    message = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+def _mark_pruned(tracker: Tracker, run_id: str, cfg: DictConfig, exc: BaseException,
+                 final_tags: Optional[Callable[[str], Dict[str, Any]]]) -> None:
+    tags = {"optuna.state": "PRUNED", "runner.pruned": str(exc)[:500] or "pruned"}
+    if final_tags:
+        tags.update(final_tags("KILLED"))
     try:
-        tracker.log(run_id, tags={"runner.error": f"{type(exc).__name__}: {message}"})
+        tracker.log(run_id, params=flatten(OmegaConf.to_container(cfg, resolve=True)), tags=tags)
     except Exception:  # the tracker itself may be what failed
         pass
 
 
-def _log_artifacts(tracker: Tracker, run_id: str, cfg: DictConfig, features, prepared, result) -> None:
+def _mark_failed(tracker: Tracker, run_id: str, exc: BaseException,
+                 extra: Optional[Dict[str, Any]] = None) -> None:
+    message = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+    try:
+        tracker.log(run_id, tags={"runner.error": f"{type(exc).__name__}: {message}", **(extra or {})})
+    except Exception:  # the tracker itself may be what failed
+        pass
+
+
+def _log_artifacts(tracker: Tracker, run_id: str, cfg: DictConfig, features, prepared, result,
+                   job_overrides: Optional[Sequence[str]] = None) -> None:
     import pandas as pd
 
     tracker.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
-    tracker.log_text(run_id, json.dumps(overrides(), indent=1), "config/overrides.json")
+    tracker.log_text(run_id, json.dumps(overrides(job_overrides), indent=1), "config/overrides.json")
     tracker.log_text(run_id, features.sql, "data/feature_query.sql")
     if prepared.categories:
         tracker.log_text(run_id, json.dumps(prepared.categories, indent=1), "data/categories.json")

@@ -1,0 +1,205 @@
+"""The search space: Hydra override grammar -> Optuna distributions, checked up front.
+
+Pure functions (no I/O): `parse_space` turns `hydra.sweeper.params` (and sweep
+overrides given on the command line) into Optuna distributions plus fixed
+overrides; `check_keys` makes sure every param exists in the composed config.
+Every problem is a runner.errors.ConfigError naming the param.
+
+Grammar (Hydra's own parser):
+  choice(a, b, c) / a,b,c      -> CategoricalDistribution
+  range(start, stop[, step])   -> IntDistribution / FloatDistribution with step,
+                                  stop excluded as in Hydra (range(1, 4) = 1, 2, 3)
+  shuffle(range(...))          -> CategoricalDistribution of its values
+  interval(low, high)          -> FloatDistribution (high included)
+  int(interval(low, high))     -> IntDistribution
+  tag(log, interval(...))      -> log scale (low must be > 0)
+  anything else                -> a fixed value passed to every trial
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from runner.errors import ConfigError
+
+KNOWN_TAGS = {"log"}
+_ABSENT = object()
+
+
+@dataclass
+class SearchSpace:
+    distributions: Dict[str, Any] = field(default_factory=dict)  # key -> optuna distribution
+    fixed: Dict[str, str] = field(default_factory=dict)  # key -> override value string
+    origin: Dict[str, str] = field(default_factory=dict)  # key -> where it was set (for messages)
+    source: Dict[str, str] = field(default_factory=dict)  # key -> the grammar text
+
+    def overrides(self, values: Mapping[str, Any]) -> List[str]:
+        """Hydra override strings for sampled values plus the fixed ones."""
+        out = [f"{k}={v}" for k, v in self.fixed.items()]
+        out += [f"{k}={encode(v)}" for k, v in values.items()]
+        return out
+
+
+def encode(value: Any) -> str:
+    """A sampled value as an override value Hydra parses back to the same value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if value is None:
+        return "null"
+    from hydra._internal.grammar.utils import escape_special_characters
+
+    text = str(value)
+    quoted = "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return quoted if escape_special_characters(text) != text or text.strip() != text else text
+
+
+def _parser():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
+
+
+def parse_space(params: Optional[Mapping[str, Any]], arguments: Sequence[str] = (),
+                where: str = "hydra.sweeper.params") -> SearchSpace:
+    """Distributions for params (YAML) and sweep arguments (command line, which win)."""
+    space = SearchSpace()
+    parser = _parser()
+    items: List[Tuple[str, str, str]] = []
+    for key, value in (params or {}).items():
+        text = value if isinstance(value, str) else _yaml_scalar(value)
+        items.append((f"{where}.{key}", str(key), f"{key}={text}"))
+    for arg in arguments:
+        key = arg.split("=", 1)[0]
+        items.append((f"command line {arg!r}", key.lstrip("+~"), arg))
+    for origin, key, line in items:
+        try:
+            override = parser.parse_override(line)
+        except Exception as exc:  # Hydra's grammar/evaluation errors
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"{origin}: {text}") from None
+        name = override.get_key_element().lstrip("+~")
+        if override.is_delete():
+            raise ConfigError(f"{origin}: deleting a key (~) is not a search space")
+        space.distributions.pop(name, None)
+        space.fixed.pop(name, None)
+        space.origin[name] = origin
+        space.source[name] = line.split("=", 1)[1] if "=" in line else line
+        if override.is_sweep_override():
+            space.distributions[name] = distribution(override, origin)
+        else:
+            space.fixed[override.get_key_element()] = override.get_value_element_as_str()
+    return space
+
+
+def _yaml_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def distribution(override, origin: str):
+    """One sweep override -> an Optuna distribution; ConfigError naming origin if invalid."""
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    value = override.value()
+    tags = set(getattr(value, "tags", set()) or set())
+    unknown = sorted(tags - KNOWN_TAGS)
+    if unknown:
+        raise ConfigError(f"{origin}: unknown tag {unknown[0]!r} (known tags: {', '.join(sorted(KNOWN_TAGS))})")
+    log = "log" in tags
+
+    if isinstance(value, ChoiceSweep):
+        if log:
+            raise ConfigError(f"{origin}: tag(log, ...) applies to interval(...) only, not choice(...)")
+        choices = list(override.sweep_iterator())
+        if not choices:
+            raise ConfigError(f"{origin}: empty choice()")
+        for c in choices:
+            if c is not None and not isinstance(c, (str, int, float, bool)):
+                raise ConfigError(f"{origin}: choice values must be strings, numbers or booleans, "
+                                  f"got {type(c).__name__} {c!r}")
+        if len(set(map(repr, choices))) != len(choices):
+            raise ConfigError(f"{origin}: duplicate values in choice({', '.join(map(str, choices))})")
+        return CategoricalDistribution(choices)
+
+    if isinstance(value, RangeSweep):
+        if log:
+            raise ConfigError(f"{origin}: tag(log, ...) applies to interval(...) only, not range(...)")
+        start, stop, step = value.start, value.stop, value.step
+        if step is None or step == 0:
+            raise ConfigError(f"{origin}: range step must not be 0")
+        if step < 0:
+            raise ConfigError(f"{origin}: range step must be positive, got {step}")
+        if start >= stop:
+            raise ConfigError(f"{origin}: low {start} >= high {stop} (range(start, stop) excludes stop)")
+        values = list(override.sweep_iterator())
+        if value.shuffle:
+            return CategoricalDistribution(values)
+        if all(isinstance(x, int) and not isinstance(x, bool) for x in (start, stop, step)):
+            return IntDistribution(int(start), int(values[-1]), step=int(step))
+        last = start + step * math.floor((stop - start) / step - 1e-9)
+        return FloatDistribution(float(start), float(last), step=float(step))
+
+    if isinstance(value, IntervalSweep):
+        low, high = value.start, value.end
+        if low is None or high is None:
+            raise ConfigError(f"{origin}: interval needs a low and a high bound")
+        if low > high:
+            raise ConfigError(f"{origin}: low {low} > high {high}")
+        if log and low <= 0:
+            raise ConfigError(f"{origin}: tag(log, ...) needs low > 0, got low {low}")
+        if isinstance(low, int) and isinstance(high, int):
+            return IntDistribution(low, high, log=log)
+        return FloatDistribution(float(low), float(high), log=log)
+
+    raise ConfigError(f"{origin}: {type(value).__name__} is not supported: use choice(...), "
+                      "range(...), interval(...), int(interval(...)) or tag(log, interval(...))")
+
+
+def check_keys(space: SearchSpace, cfg) -> None:
+    """Every searched or fixed key must exist in the composed task config."""
+    from omegaconf import OmegaConf
+
+    for key in [*space.distributions, *space.fixed]:
+        bare = key.lstrip("+~")
+        if key.startswith("+"):
+            continue  # explicitly added keys need not exist yet
+        if OmegaConf.select(cfg, bare, default=_ABSENT, throw_on_missing=False) is _ABSENT:
+            origin = space.origin.get(bare, key)
+            parent = bare.rsplit(".", 1)[0] if "." in bare else ""
+            node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+            hint = ""
+            if node is not None and OmegaConf.is_dict(node):
+                hint = f" (keys of {parent or 'the config'}: {', '.join(map(str, node.keys()))})"
+            raise ConfigError(f"{origin}: {bare} is not in the config{hint}")
+
+
+def grid_space(space: SearchSpace) -> Dict[str, List[Any]]:
+    """GridSampler's search space from discrete distributions."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    grid: Dict[str, List[Any]] = {}
+    for name, dist in space.distributions.items():
+        if isinstance(dist, CategoricalDistribution):
+            grid[name] = list(dist.choices)
+        elif isinstance(dist, IntDistribution) and not dist.log:
+            grid[name] = list(range(dist.low, dist.high + 1, dist.step))
+        elif isinstance(dist, FloatDistribution) and dist.step is not None:
+            n = int(round((dist.high - dist.low) / dist.step))
+            grid[name] = [round(dist.low + i * dist.step, 12) for i in range(n + 1)]
+        else:
+            raise ConfigError(f"{space.origin.get(name, name)}: the grid sampler needs choice(...) "
+                              f"or range(...), got {space.source.get(name, dist)}")
+    return grid
+
+
+def describe(space: SearchSpace) -> Dict[str, str]:
+    return {name: space.source.get(name, str(d)) for name, d in space.distributions.items()}

@@ -1,0 +1,194 @@
+"""Config schema of the runner Optuna sweeper, registered in Hydra's ConfigStore.
+
+Imported by Hydra's plugin scan at every app start: dataclasses only, no optuna.
+Select with `hydra/sweeper=runner_optuna` (conf/sweep/lightgbm.yaml does),
+`hydra/sweeper/sampler=random`, `hydra/sweeper/pruner=hyperband`.
+"""
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+# ---------------------------------------------------------------- samplers
+
+
+@dataclass
+class SamplerConfig:
+    _target_: str = "optuna.samplers.RandomSampler"
+    seed: Optional[int] = None
+
+
+@dataclass
+class TPESamplerConfig(SamplerConfig):
+    """https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.TPESampler.html"""
+    _target_: str = "optuna.samplers.TPESampler"
+    n_startup_trials: int = 10
+    n_ei_candidates: int = 24
+    multivariate: bool = False
+    group: bool = False
+    # With n_jobs > 1, running trials are treated as bad so workers do not all
+    # sample the same point.
+    constant_liar: bool = True
+
+
+@dataclass
+class RandomSamplerConfig(SamplerConfig):
+    _target_: str = "optuna.samplers.RandomSampler"
+
+
+@dataclass
+class CmaEsSamplerConfig(SamplerConfig):
+    """Needs the `cmaes` package."""
+    _target_: str = "optuna.samplers.CmaEsSampler"
+    x0: Optional[Dict[str, Any]] = None
+    sigma0: Optional[float] = None
+    n_startup_trials: int = 1
+    restart_strategy: Optional[str] = None
+    popsize: Optional[int] = None
+    inc_popsize: int = -1
+    use_separable_cma: bool = False
+    with_margin: bool = False
+    lr_adapt: bool = False
+    consider_pruned_trials: bool = False
+    warn_independent_sampling: bool = True
+
+
+@dataclass
+class GPSamplerConfig(SamplerConfig):
+    """Needs `torch` (and scipy)."""
+    _target_: str = "optuna.samplers.GPSampler"
+    n_startup_trials: int = 10
+    deterministic_objective: bool = False
+
+
+@dataclass
+class QMCSamplerConfig(SamplerConfig):
+    _target_: str = "optuna.samplers.QMCSampler"
+    qmc_type: str = "sobol"
+    scramble: bool = False
+    warn_asynchronous_seeding: bool = True
+
+
+@dataclass
+class NSGAIISamplerConfig(SamplerConfig):
+    """Multi-objective; set hydra.sweeper.direction to a list."""
+    _target_: str = "optuna.samplers.NSGAIISampler"
+    population_size: int = 50
+    mutation_prob: Optional[float] = None
+    crossover_prob: float = 0.9
+    swapping_prob: float = 0.5
+
+
+@dataclass
+class GridSamplerConfig(SamplerConfig):
+    """search_space null: built from the choice(...)/range(...) params."""
+    _target_: str = "optuna.samplers.GridSampler"
+    search_space: Optional[Dict[str, List[Any]]] = None
+
+
+# ----------------------------------------------------------------- pruners
+
+
+@dataclass
+class PrunerConfig:
+    _target_: str = "optuna.pruners.NopPruner"
+
+
+@dataclass
+class MedianPrunerConfig(PrunerConfig):
+    _target_: str = "optuna.pruners.MedianPruner"
+    n_startup_trials: int = 5
+    # In boosting rounds (the step LightGBM reports).
+    n_warmup_steps: int = 10
+    interval_steps: int = 1
+    n_min_trials: int = 1
+
+
+@dataclass
+class HyperbandPrunerConfig(PrunerConfig):
+    _target_: str = "optuna.pruners.HyperbandPruner"
+    min_resource: int = 10
+    max_resource: Any = "auto"
+    reduction_factor: int = 3
+    bootstrap_count: int = 0
+
+
+@dataclass
+class SuccessiveHalvingPrunerConfig(PrunerConfig):
+    _target_: str = "optuna.pruners.SuccessiveHalvingPruner"
+    min_resource: Any = "auto"
+    reduction_factor: int = 4
+    min_early_stopping_rate: int = 0
+    bootstrap_count: int = 0
+
+
+@dataclass
+class NopPrunerConfig(PrunerConfig):
+    _target_: str = "optuna.pruners.NopPruner"
+
+
+# ----------------------------------------------------------------- sweeper
+
+
+@dataclass
+class RunnerOptunaSweeperConf:
+    _target_: str = "hydra_plugins.runner_optuna_sweeper.runner_optuna_sweeper.RunnerOptunaSweeper"
+    # The sweeper gets sampler/pruner as configs and builds them itself (lazily).
+    _recursive_: bool = False
+    defaults: List[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": "median"}])
+
+    sampler: Any = None
+    pruner: Any = None
+    # Total trials of the study: completed + pruned trials count, also across resumes.
+    n_trials: int = 20
+    # > 1: that many trials run at once, a new one starting as soon as one ends.
+    n_jobs: int = 1
+    # Seconds after which no new trial starts (null: no limit).
+    timeout: Optional[float] = None
+    # "maximize"/"minimize", or a list of them (multi-objective, with a list of metrics);
+    # null: from the metric (auc/accuracy/r2/f1 maximize, losses minimize).
+    direction: Any = None
+    # Metric(s) of the job to optimize; null: valid_<headline metric> (valid_auc for binary).
+    metric: Any = None
+    # Optuna storage URL (sqlite:///..., postgresql://..., journal:PATH); null: a SQLite
+    # file .runner/optuna/<study_name>.db under the current directory.
+    storage: Optional[str] = None
+    # null: runner-<sweep config name> (or runner-<tracker.experiment>).
+    study_name: Optional[str] = None
+    # Search space in Hydra's override grammar, e.g. int(interval(15, 255)).
+    params: Optional[Dict[str, str]] = None
+    # Boosting rounds between two pruning reports.
+    report_every: int = 1
+    # Model Registry name for the best trial's model (null: tracker.registered_model, else none).
+    registered_model: Optional[str] = None
+    # Rows of the top-trials table and the summary.
+    top_k: int = 5
+    # Stop after this many failed trials in one invocation (0: never).
+    max_failures: int = 5
+    # A RUNNING trial whose owner (pid on this host) is gone, or whose heartbeat is older
+    # than this many seconds, is stale: failed on resume.
+    heartbeat_timeout: float = 600.0
+    heartbeat_interval: float = 30.0
+    # Print a progress line on stderr after each trial.
+    progress: bool = True
+
+
+SAMPLERS = {"tpe": TPESamplerConfig, "random": RandomSamplerConfig, "cmaes": CmaEsSamplerConfig,
+            "gp": GPSamplerConfig, "qmc": QMCSamplerConfig, "nsgaii": NSGAIISamplerConfig,
+            "grid": GridSamplerConfig}
+PRUNERS = {"median": MedianPrunerConfig, "hyperband": HyperbandPrunerConfig,
+           "successive_halving": SuccessiveHalvingPrunerConfig, "nop": NopPrunerConfig,
+           "none": NopPrunerConfig}
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(group="hydra/sweeper", name="runner_optuna", node=RunnerOptunaSweeperConf,
+             provider="runner_optuna_sweeper")
+    for name, node in SAMPLERS.items():
+        cs.store(group="hydra/sweeper/sampler", name=name, node=node, provider="runner_optuna_sweeper")
+    for name, node in PRUNERS.items():
+        cs.store(group="hydra/sweeper/pruner", name=name, node=node, provider="runner_optuna_sweeper")
+
+
+register()

@@ -1,0 +1,86 @@
+"""Hydra callbacks of runner (registered in conf/config.yaml under hydra.callbacks).
+
+Hydra instantiates callbacks at every start, single runs included: nothing heavy
+is imported until a multirun begins.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+from typing import Any, Optional
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("runner")
+PARENT_ENV = "RUNNER_PARENT_RUN_ID"
+
+
+class ParentRunCallback(Callback):
+    """A plain Hydra multirun (basic sweeper, any launcher) as one parent MLflow run.
+
+    on_multirun_start creates the parent run and exports RUNNER_PARENT_RUN_ID, which
+    each job (runner/app.py, in this process or a launcher's worker processes that
+    inherit the environment) uses as its parent; on_multirun_end ends it FINISHED. If
+    the multirun dies first (a job raised, Ctrl-C, exit code 2), the parent is ended
+    FAILED at exit. Does nothing for the runner_optuna sweeper, which manages its own
+    parent run per study.
+    """
+
+    def __init__(self) -> None:
+        self.run_id: Optional[str] = None
+        self.tracker: Any = None
+        self._previous: Optional[str] = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        target = str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
+        if "runner_optuna_sweeper" in target:
+            return
+        from .errors import RunnerError
+        from .pipeline import base_tags
+        from .secrets import install_log_filter, redact_url
+        from .tracking import Tracker
+
+        install_log_filter()
+        task = OmegaConf.to_container(config, resolve=False)
+        task.pop("hydra", None)
+        task_cfg = OmegaConf.create(task)
+        overrides = [redact_url(o) for o in OmegaConf.to_container(config.hydra.overrides.task)]
+        try:
+            self.tracker = Tracker(task_cfg.tracker)
+            self._previous = os.environ.get(PARENT_ENV)
+            tags = {**base_tags(task_cfg, overrides), "runner.sweep": "basic",
+                    "runner.sweep.sweeper": target, "runner.sweep.dir": str(config.hydra.sweep.dir),
+                    "runner.sweep.launcher": str(OmegaConf.select(config, "hydra.launcher._target_", default=""))}
+            name = config.get("run_name") or f"multirun-{os.path.basename(str(config.hydra.sweep.dir))}"
+            self.run_id = self.tracker.start_run(name, tags, parent_run_id=self._previous)
+            self.tracker.log(self.run_id, params={"sweep.overrides": json.dumps(overrides)})
+        except RunnerError as exc:
+            # One line and exit 2, as a single run does (runner/app.py).
+            import sys
+
+            from .secrets import scrub
+
+            print(f"runner: error: {scrub(str(exc))}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        os.environ[PARENT_ENV] = self.run_id
+        atexit.register(self._end, "FAILED")
+        print(f"runner: multirun parent run {self.run_id} in {self.tracker.display_uri}", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._end("FINISHED")
+
+    def _end(self, status: str) -> None:
+        if not self.run_id:
+            return
+        run_id, self.run_id = self.run_id, None
+        if self._previous is None:
+            os.environ.pop(PARENT_ENV, None)
+        else:
+            os.environ[PARENT_ENV] = self._previous
+        try:
+            self.tracker.end(run_id, status)
+        except Exception as exc:  # never hide the sweep's own outcome
+            log.error("could not end parent run %s: %s", run_id, exc)

@@ -66,7 +66,9 @@ def prepare(table, data_cfg, objective: str) -> Prepared:
     key_col = find_column(names, data_cfg.entity_key, "data.entity_key")
     label_col = find_column(names, data_cfg.label, "data.label")
     drop = {find_column(names, d, f"data.drop[{i}]") for i, d in enumerate(data_cfg.drop)}
-    frame = table.to_pandas()
+    # Warehouses return rows in no fixed order: sort by entity so training does
+    # not depend on it (LightGBM's float sums follow row order).
+    frame = table.to_pandas().sort_values(key_col, kind="stable").reset_index(drop=True)
     label = frame[label_col]
     if label.isna().all():
         raise DataError(f"data.label={data_cfg.label!r} is null in every row")

@@ -135,20 +135,21 @@ def run_job(cfg: DictConfig, *, tracker: Optional[Tracker] = None, parent_run_id
     if on_run:
         on_run(run_id)
     status = "FAILED"
+    run_tags: Dict[str, Any] = {}
     try:
         features, prepared = prepared_data(cfg, query_tag=f"runner run_id={run_id}")
-        result = train(prepared, cfg.model, callbacks=callbacks)
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        metrics = dict(result.metrics)
-        metrics.update({f"rows_{k}": float(v) for k, v in prepared.sizes.items()})
-        metrics["features_seconds"] = features.seconds
-        run_tags = {
+        run_tags.update({
             "runner.cache": "hit" if features.cache_hit else "miss",
             "runner.cache_key": features.key,
             "runner.warehouse.feature_queries": features.feature_queries,
             "runner.warehouse.query_ids": ",".join(features.query_ids) or "none",
             "runner.objective": prepared.objective,
-        }
+        })
+        result = train(prepared, cfg.model, callbacks=callbacks)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        metrics = dict(result.metrics)
+        metrics.update({f"rows_{k}": float(v) for k, v in prepared.sizes.items()})
+        metrics["features_seconds"] = features.seconds
         if final_tags:
             run_tags.update(final_tags("FINISHED"))
         tracker.log(run_id, params=flatten(resolved), metrics=metrics, tags=run_tags)
@@ -163,9 +164,9 @@ def run_job(cfg: DictConfig, *, tracker: Optional[Tracker] = None, parent_run_id
     except BaseException as exc:
         if type(exc).__name__ == "TrialPruned":
             status = "KILLED"
-            _mark_pruned(tracker, run_id, cfg, exc, final_tags)
+            _mark_pruned(tracker, run_id, cfg, exc, {**run_tags, **(final_tags("KILLED") if final_tags else {})})
         else:
-            _mark_failed(tracker, run_id, exc, final_tags("FAILED") if final_tags else None)
+            _mark_failed(tracker, run_id, exc, {**run_tags, **(final_tags("FAILED") if final_tags else {})})
         raise
     finally:
         try:
@@ -175,10 +176,8 @@ def run_job(cfg: DictConfig, *, tracker: Optional[Tracker] = None, parent_run_id
 
 
 def _mark_pruned(tracker: Tracker, run_id: str, cfg: DictConfig, exc: BaseException,
-                 final_tags: Optional[Callable[[str], Dict[str, Any]]]) -> None:
-    tags = {"optuna.state": "PRUNED", "runner.pruned": str(exc)[:500] or "pruned"}
-    if final_tags:
-        tags.update(final_tags("KILLED"))
+                 extra: Dict[str, Any]) -> None:
+    tags = {**extra, "optuna.state": "PRUNED", "runner.pruned": str(exc)[:500] or "pruned"}
     try:
         tracker.log(run_id, params=flatten(OmegaConf.to_container(cfg, resolve=True)), tags=tags)
     except Exception:  # the tracker itself may be what failed

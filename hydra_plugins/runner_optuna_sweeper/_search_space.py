@@ -51,11 +51,8 @@ def encode(value: Any) -> str:
         return str(value)
     if value is None:
         return "null"
-    from hydra._internal.grammar.utils import escape_special_characters
-
-    text = str(value)
-    quoted = "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return quoted if escape_special_characters(text) != text or text.strip() != text else text
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
 
 
 def _parser():
@@ -75,14 +72,14 @@ def parse_space(params: Optional[Mapping[str, Any]], arguments: Sequence[str] = 
         items.append((f"{where}.{key}", str(key), f"{key}={text}"))
     for arg in arguments:
         key = arg.split("=", 1)[0]
-        items.append((f"command line {arg!r}", key.lstrip("+~"), arg))
+        items.append((f"command line {arg!r}", key, arg))
     for origin, key, line in items:
         try:
             override = parser.parse_override(line)
         except Exception as exc:  # Hydra's grammar/evaluation errors
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"{origin}: {text}") from None
-        name = override.get_key_element().lstrip("+~")
+        name = override.get_key_element()
         if override.is_delete():
             raise ConfigError(f"{origin}: deleting a key (~) is not a search space")
         space.distributions.pop(name, None)
@@ -92,7 +89,7 @@ def parse_space(params: Optional[Mapping[str, Any]], arguments: Sequence[str] = 
         if override.is_sweep_override():
             space.distributions[name] = distribution(override, origin)
         else:
-            space.fixed[override.get_key_element()] = override.get_value_element_as_str()
+            space.fixed[name] = override.get_value_element_as_str()
     return space
 
 
@@ -173,7 +170,7 @@ def check_keys(space: SearchSpace, cfg) -> None:
         if key.startswith("+"):
             continue  # explicitly added keys need not exist yet
         if OmegaConf.select(cfg, bare, default=_ABSENT, throw_on_missing=False) is _ABSENT:
-            origin = space.origin.get(bare, key)
+            origin = space.origin.get(key, key)
             parent = bare.rsplit(".", 1)[0] if "." in bare else ""
             node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
             hint = ""

@@ -22,8 +22,13 @@ class SplitConfig:
 
 @dataclass
 class DemoConfig:
+    # Which seed fills the embedded warehouse: churn (CUSTOMERS, EVENTS) or synthetic
+    # (table SYNTH: `rows` x `n_features` floats and a 0/1 label Y, the benchmark's workload).
+    dataset: str = "churn"
     customers: int = 50_000
     events: int = 1_000_000
+    rows: int = 200_000
+    n_features: int = 50
     seed: int = 7
 
 

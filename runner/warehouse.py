@@ -132,13 +132,18 @@ def _first_line(exc: BaseException) -> str:
 @contextmanager
 def open_warehouse(data_cfg) -> Iterator[Warehouse]:
     if data_cfg.backend == "embedded":
-        from .demo import seed_demo
+        from .demo import seed_demo, seed_synthetic
 
+        seeds = {"churn": seed_demo, "synthetic": seed_synthetic}
+        seed = seeds.get(data_cfg.demo.dataset)
+        if seed is None:
+            raise ConfigError(f"data.demo.dataset must be one of {', '.join(seeds)}, "
+                              f"got {data_cfg.demo.dataset!r}")
         with fakesnow_server() as port:
             session = _create_session(_emulator_kwargs(port, data_cfg), "the embedded warehouse")
             try:
                 database, schema = data_cfg.database or "DEMO", data_cfg.schema or "PUBLIC"
-                version = seed_demo(session, database, schema, data_cfg.demo)
+                version = seed(session, database, schema, data_cfg.demo)
                 yield Warehouse(session, "fakesnow", database, schema, known_version=version)
             finally:
                 _close(session)

@@ -52,7 +52,13 @@ class DataConfig:
     label: str = MISSING
     drop: List[str] = field(default_factory=list)
     # Data version in the cache key: a fixed snapshot, else the tables' last-altered times.
+    # A snapshot (ISO timestamp, UTC if no offset) also reads every source table as of
+    # that time (Snowflake time travel, AT(TIMESTAMP => ...)).
     snapshot: Optional[str] = None
+    # none: pull the feature query's result. table: write it once to a warehouse table
+    # named by the cache key (RUNNER_FEATURES_<key[:16]>) and pull that table, so other
+    # workers and later runs read it instead of recomputing the joins.
+    materialize: str = "none"
     refresh: bool = False
     cache_dir: str = ".runner/cache"
     split: SplitConfig = field(default_factory=SplitConfig)

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 _IDENT = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
 _QUALIFIED = re.compile(rf"^{_IDENT}(?:\.{_IDENT}){{0,2}}$")
 _COLUMN = re.compile(rf"^{_IDENT}$")
+MATERIALIZE = ("none", "table")
+MATERIALIZED_PREFIX = "RUNNER_FEATURES_"
 
 
 @dataclass
@@ -58,6 +60,17 @@ def validate(data_cfg) -> None:
     check_identifier(data_cfg.label, "data.label")
     for i, col in enumerate(data_cfg.drop):
         check_identifier(col, f"data.drop[{i}]")
+    if data_cfg.get("snapshot"):
+        snapshot_timestamp(data_cfg.snapshot)
+    materialize = data_cfg.get("materialize") or "none"
+    if materialize not in MATERIALIZE:
+        raise ConfigError(f"data.materialize must be one of {', '.join(MATERIALIZE)}, got {materialize!r}")
+    if data_cfg.get("backend") == "snowflake":
+        # Which connection (connections.toml entry or SNOWFLAKE_* env): no network, so a
+        # wrong data.connection_name fails before any run is created.
+        from .warehouse import snowflake_kwargs
+
+        snowflake_kwargs(data_cfg)
     valid, test = data_cfg.split.valid, data_cfg.split.test
     if not (0 < valid < 1 and 0 < test < 1 and valid + test < 1):
         raise ConfigError("data.split.valid and data.split.test must each be in (0, 1) and sum "
@@ -124,6 +137,70 @@ def source_tables(sql: str) -> List[str]:
     return sorted(names)
 
 
+def snapshot_timestamp(value) -> str:
+    """data.snapshot as an explicit-offset timestamp literal ('YYYY-MM-DD HH:MM:SS[.ffffff] +HH:MM').
+
+    Accepts ISO 8601 dates and times; a value without an offset is taken as UTC.
+    """
+    import datetime as dt
+
+    text = str(value).strip()
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"data.snapshot={text!r} is not a timestamp: use ISO 8601, e.g. "
+                          "data.snapshot='2024-06-01 12:00:00' (UTC) or '2024-06-01T12:00:00+02:00'") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    if when > dt.datetime.now(dt.timezone.utc):
+        raise ConfigError(f"data.snapshot={text!r} is in the future: time travel reads past states only")
+    offset = when.utcoffset()
+    minutes = int(offset.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    stamp = when.replace(tzinfo=None).isoformat(sep=" ")
+    return f"{stamp} {sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def time_travel_sql(sql: str, snapshot: Optional[str]) -> str:
+    """The query with every source table read AT(TIMESTAMP => snapshot) (Snowflake time travel).
+
+    CTE references and table functions are left alone. With snapshot=None the query
+    only makes the round trip through sqlglot (used to check that round trip).
+    """
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        statements = [t for t in sqlglot.parse(sql, read="snowflake") if t is not None]
+    except sqlglot.errors.ParseError as exc:
+        raise ConfigError(f"data.snapshot: the feature SQL cannot be parsed to add time travel: "
+                          f"{str(exc).splitlines()[0]}") from None
+    if len(statements) != 1:
+        raise ConfigError("data.snapshot needs a feature definition that compiles to one SQL query "
+                          f"(this one has {len(statements)} statements)")
+    tree = statements[0]
+    ctes = {c.alias_or_name.upper() for c in tree.find_all(exp.CTE)}
+    if snapshot is not None:
+        for table in tree.find_all(exp.Table):
+            if not isinstance(table.this, exp.Identifier) or table.name.upper() in ctes:
+                continue
+            if table.args.get("when") is not None:
+                raise ConfigError(f"data.snapshot: the feature SQL already uses time travel on {table.name}; "
+                                  "remove AT/BEFORE from it or unset data.snapshot")
+            table.set("when", exp.HistoricalData(
+                this="AT", kind="TIMESTAMP",
+                expression=exp.cast(exp.Literal.string(snapshot), exp.DataType.build("TIMESTAMP_TZ", dialect="snowflake"))))
+    return tree.sql(dialect="snowflake")
+
+
+def materialized_name(wh, key: str) -> str:
+    """Fully qualified name of the warehouse table holding the features of cache key `key`."""
+    ident = wh.identity
+    quote = lambda part: '"' + part.replace('"', '""') + '"'  # noqa: E731
+    return ".".join([quote(ident["database"]), quote(ident["schema"]),
+                     MATERIALIZED_PREFIX + key[:16].upper()])
+
+
 def data_version(wh, data_cfg, sql: str) -> str:
     if data_cfg.snapshot:
         return f"snapshot:{data_cfg.snapshot}"
@@ -132,38 +209,63 @@ def data_version(wh, data_cfg, sql: str) -> str:
     tables = source_tables(sql)
     if not tables:
         return "unversioned"
+    from snowflake.snowpark.exceptions import SnowparkClientException
+
+    ident = wh.identity
     rows = []
     for name in tables:
         parts = name.split(".")
-        database = parts[-3] if len(parts) == 3 else wh.database
-        schema = parts[-2] if len(parts) >= 2 else wh.schema
-        rows += wh.session.sql(
-            f"select table_catalog, table_schema, table_name, last_altered "
-            f"from {database}.information_schema.tables where table_schema = ? and table_name = ?",
-            params=[schema, parts[-1]]).collect()
-    return "altered:" + ";".join(sorted(f"{r[0]}.{r[1]}.{r[2]}={r[3]}" for r in rows))
+        database = parts[-3] if len(parts) == 3 else ident["database"]
+        schema = parts[-2] if len(parts) >= 2 else ident["schema"]
+        try:
+            rows += wh.session.sql(
+                f"select table_catalog, table_schema, table_name, last_altered, row_count "
+                f"from {database}.information_schema.tables where table_schema = ? and table_name = ?",
+                params=[schema, parts[-1]]).collect()
+        except SnowparkClientException as exc:
+            raise WarehouseError(f"cannot read the version of source table {name} from "
+                                 f"{database}.INFORMATION_SCHEMA.TABLES: {_sql_error(exc)} (set "
+                                 "data.snapshot to pin the data instead)") from None
+    # LAST_ALTERED moves on any DML/DDL in Snowflake; ROW_COUNT (null for views) is a second
+    # signal, the only one some emulators keep (fakesnow reports LAST_ALTERED as 1970).
+    return "altered:" + ";".join(sorted(f"{r[0]}.{r[1]}.{r[2]}={r[3]}/{r[4]}" for r in rows))
 
 
 def load_features(wh, data_cfg, cache: FeatureCache, query_tag: Optional[str] = None) -> FeatureSet:
     session = wh.session
     if query_tag and data_cfg.query_tag:
-        session.query_tag = query_tag
+        # Before any other statement: the tag links the warehouse's query history to the run.
+        wh.set_query_tag(query_tag)
     started = time.perf_counter()
+    snapshot = snapshot_timestamp(data_cfg.snapshot) if data_cfg.get("snapshot") else None
+    materialize = data_cfg.get("materialize") or "none"
     with session.query_history() as history:
         frame, setting = build_frame(session, data_cfg)
         sql = frame_sql(frame)
+        if snapshot:
+            sql = time_travel_sql(sql, snapshot)
+            frame = session.sql(sql)
         version = data_version(wh, data_cfg, sql)
         key = cache_key({"sql": sql, "identity": wh.identity, "version": version})
         source = {**wh.identity, "definition": f"data.{setting}", "query": sql, "version": version}
+        if snapshot:
+            source["snapshot"] = snapshot
+        if materialize == "table":
+            source["materialized"] = materialized_name(wh, key)
         hit = None if data_cfg.refresh else cache.get(key)
         if hit is None:
             with cache.lock(key):
                 # Another process may have filled the entry while we waited.
                 hit = None if data_cfg.refresh else cache.get(key)
                 if hit is None:
-                    table = _pull(frame, setting)
+                    if materialize == "table":
+                        table, feature_ids = _pull_materialized(wh, frame, setting, source["materialized"],
+                                                                data_cfg.refresh, history)
+                    else:
+                        table = _pull(frame, setting)
+                        feature_ids = [q.query_id for q in history.queries
+                                       if q.sql_text.strip() == frame.queries["queries"][-1].strip()]
                     _check_frame(table, data_cfg)
-                    feature_ids = [q.query_id for q in history.queries if q.sql_text.strip() == frame.queries["queries"][-1].strip()]
                     cache.put(key, table, {"query_ids": feature_ids, "source": source})
     query_ids = [q.query_id for q in history.queries]
     if hit is not None:
@@ -184,7 +286,63 @@ def _pull(frame, setting: str):
         return frame.to_arrow()
     except SnowparkClientException as exc:
         raise WarehouseError(f"data.{setting}: the feature query failed in the warehouse: "
-                             f"{_sql_error(exc)}") from None
+                             f"{_sql_error(exc)}{_time_travel_hint(exc)}") from None
+
+
+def _time_travel_hint(exc) -> str:
+    text = str(exc).lower()
+    if "time travel" in text:
+        return (" (data.snapshot: time travel needs the timestamp within each source table's "
+                "DATA_RETENTION_TIME_IN_DAYS and after its creation)")
+    return ""
+
+
+def _pull_materialized(wh, frame, setting: str, name: str, refresh: bool, history):
+    """Write the feature query once to table `name` (CTAS), then read that table.
+
+    Returns (arrow table, query ids of the feature computation: empty when the table
+    already existed, i.e. another worker or an earlier run computed the joins).
+    """
+    from snowflake.snowpark.exceptions import SnowparkClientException
+
+    session = wh.session
+    exists = not refresh and _table_exists(wh, name)
+    feature_ids: List[str] = []
+    if not exists:
+        seen = len(history.queries)
+        queries = frame.queries["queries"]
+        try:
+            if len(queries) == 1:
+                # Plain CTAS (no column list): IF NOT EXISTS lets racing workers create it once.
+                create = "CREATE OR REPLACE TRANSIENT TABLE" if refresh else "CREATE TRANSIENT TABLE IF NOT EXISTS"
+                session.sql(f"{create} {name} COMMENT = '{_MATERIALIZED_COMMENT}' AS {queries[0]}").collect()
+            else:  # temp objects first: let Snowpark run them
+                frame.write.save_as_table(name, mode="overwrite" if refresh else "ignore", table_type="transient",
+                                          comment=_MATERIALIZED_COMMENT)
+        except SnowparkClientException as exc:
+            raise WarehouseError(f"data.materialize=table: cannot create {name} in the warehouse: "
+                                 f"{_sql_error(exc)}{_time_travel_hint(exc)} (the role needs CREATE TABLE "
+                                 "on the schema; or set data.materialize=none)") from None
+        feature_ids = [q.query_id for q in history.queries[seen:] if "CREATE" in q.sql_text.upper()]
+    try:
+        return session.table(name).to_arrow(), feature_ids
+    except SnowparkClientException as exc:
+        raise WarehouseError(f"data.materialize=table: cannot read {name}: {_sql_error(exc)}") from None
+
+
+_MATERIALIZED_COMMENT = "runner feature table (data.materialize=table), named by its cache key; safe to drop"
+
+
+def _table_exists(wh, name: str) -> bool:
+    database, schema, table = (part.strip('"').replace('""', '"') for part in _split_name(name))
+    rows = wh.session.sql(
+        f'select count(*) from "{database}".information_schema.tables where table_schema = ? and table_name = ?',
+        params=[schema, table]).collect()
+    return bool(rows and rows[0][0])
+
+
+def _split_name(name: str) -> List[str]:
+    return re.findall(r'"(?:[^"]|"")*"|[^.]+', name)
 
 
 def find_column(names: List[str], wanted: str, setting: str) -> str:

@@ -3,6 +3,10 @@
 Both are reached the same way: the real Snowflake connector and a Snowpark
 Session over the wire. Credentials are read by the connector from
 connections.toml or SNOWFLAKE_* variables and never pass through our config.
+
+A real account's session runs no query until the caller has set the query tag
+(Warehouse.set_query_tag): account, database and schema are looked up lazily,
+so every statement of a run carries the tag in the warehouse's query history.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from .errors import ConfigError, WarehouseError
 
@@ -26,19 +30,39 @@ _EMULATOR_NOPS = [r"^ALTER SESSION SET QUERY_TAG.*", r"^ALTER SESSION UNSET QUER
 _ENV_KEYS = ("account", "user", "password", "host", "port", "protocol", "role", "warehouse",
              "database", "schema", "authenticator", "private_key_file", "private_key_file_pwd",
              "token")
+_SECRET_KEYS = ("password", "token", "private_key_file_pwd", "passcode", "private_key")
 
 
 @dataclass
 class Warehouse:
     session: Any
-    account: str
-    database: str
-    schema: str
+    account: Optional[str] = None
+    database: Optional[str] = None
+    schema: Optional[str] = None
     # Data version for the cache key when the backend knows it without asking.
     known_version: Optional[str] = None
+    query_tag: Optional[str] = None
+
+    def set_query_tag(self, tag: str) -> None:
+        """Tag every later statement of this session (ALTER SESSION SET QUERY_TAG)."""
+        if tag and tag != self.query_tag:
+            self.session.query_tag = tag
+            self.query_tag = tag
+
+    def _resolve(self) -> None:
+        if self.account and self.database and self.schema:
+            return
+        session = self.session
+        self.account = self.account or (session.get_current_account() or "").strip('"')
+        self.database = self.database or (session.get_current_database() or "").strip('"')
+        self.schema = self.schema or (session.get_current_schema() or "").strip('"')
+        if not self.database or not self.schema:
+            raise ConfigError("no current database/schema in the Snowflake session: set "
+                              "data.database and data.schema (or database/schema in connections.toml)")
 
     @property
     def identity(self) -> Dict[str, str]:
+        self._resolve()
         return {"account": self.account, "database": self.database, "schema": self.schema}
 
 
@@ -85,34 +109,86 @@ def _emulator_kwargs(port: int, data_cfg) -> Dict[str, Any]:
                 session_parameters={"nop_regexes": _EMULATOR_NOPS})
 
 
-def snowflake_kwargs(data_cfg) -> Dict[str, Any]:
-    """Connection settings for a real account: connections.toml entry or SNOWFLAKE_* env.
+def _connections() -> Dict[str, Any]:
+    """connections.toml as the connector reads it (SNOWFLAKE_HOME, then platform defaults)."""
+    from snowflake.connector.config_manager import CONFIG_MANAGER
 
-    Only non-secret settings from our config (database, schema, warehouse, role)
-    are added on top.
+    try:
+        return dict(CONFIG_MANAGER["connections"])
+    except Exception as exc:  # unparsable TOML, bad permissions
+        raise ConfigError(f"cannot read Snowflake's connections.toml ({_connections_file()}): "
+                          f"{_first_line(exc)}") from None
+
+
+def _connections_file() -> str:
+    from snowflake.connector.constants import CONNECTIONS_FILE
+
+    return str(CONNECTIONS_FILE)
+
+
+def _default_connection_name() -> Optional[str]:
+    from snowflake.connector.config_manager import CONFIG_MANAGER
+
+    try:
+        return CONFIG_MANAGER["default_connection_name"]
+    except Exception:
+        return None
+
+
+def snowflake_kwargs(data_cfg) -> Dict[str, Any]:
+    """Connection settings for a real account: a connections.toml entry or SNOWFLAKE_* env.
+
+    data.connection_name picks an entry of connections.toml (found as the connector
+    finds it: $SNOWFLAKE_HOME/connections.toml, else ~/.snowflake/ or the platform
+    config folder). Without it, SNOWFLAKE_ACCOUNT/SNOWFLAKE_USER/... variables are
+    used, else the connector's default connection (SNOWFLAKE_DEFAULT_CONNECTION_NAME
+    or default_connection_name in config.toml, "default" if unset). Only non-secret
+    settings from our config (account, database, schema, warehouse, role) are added
+    on top; secrets stay in the connector's hands.
     """
     kwargs: Dict[str, Any] = {}
-    if data_cfg.connection_name:
-        kwargs["connection_name"] = data_cfg.connection_name
+    entry: Dict[str, Any] = {}
+    name = data_cfg.connection_name
+    env = {key: os.environ.get(f"SNOWFLAKE_{key.upper()}") for key in _ENV_KEYS}
+    env = {k: v for k, v in env.items() if v}
+    if not name and not ("account" in env or "host" in env):
+        default = _default_connection_name()
+        if default and default in _connections():
+            name = default
+    if name:
+        connections = _connections()
+        if name not in connections:
+            known = ", ".join(sorted(connections)) or "none"
+            raise ConfigError(f"data.connection_name={name!r} is not an entry of {_connections_file()} "
+                              f"(entries: {known}); set SNOWFLAKE_HOME to the folder holding your "
+                              "connections.toml or choose another data.connection_name")
+        entry = dict(connections[name])
+        kwargs["connection_name"] = name
+    elif env:
+        for key, value in env.items():
+            kwargs[key] = int(value) if key == "port" else value
     else:
-        for key in _ENV_KEYS:
-            value = os.environ.get(f"SNOWFLAKE_{key.upper()}")
-            if value:
-                kwargs[key] = int(value) if key == "port" else value
-        if "account" not in kwargs and "host" not in kwargs and not os.environ.get(
-                "SNOWFLAKE_DEFAULT_CONNECTION_NAME"):
-            raise ConfigError(
-                "data=snowflake needs a connection: set data.connection_name to an entry of "
-                "connections.toml, or the SNOWFLAKE_ACCOUNT/SNOWFLAKE_USER/... environment variables")
+        raise ConfigError(
+            "data=snowflake needs a connection: set data.connection_name to an entry of "
+            f"{_connections_file()} (or set SNOWFLAKE_HOME), or the SNOWFLAKE_ACCOUNT/SNOWFLAKE_USER/"
+            "SNOWFLAKE_PASSWORD... environment variables")
     for key in ("account", "database", "schema", "warehouse", "role"):
         value = getattr(data_cfg, key)
         if value:
             kwargs[key] = value
-    kwargs.setdefault("network_timeout", data_cfg.network_timeout)
-    if os.environ.get("RUNNER_SNOWFLAKE_EMULATOR") == "1":
-        # Tests point data=snowflake at a fakesnow process: let it ignore what it cannot run.
-        kwargs["session_parameters"] = {"nop_regexes": _EMULATOR_NOPS}
+    if "network_timeout" not in entry:
+        kwargs.setdefault("network_timeout", data_cfg.network_timeout)
     return kwargs
+
+
+def _secrets_of(kwargs: Dict[str, Any]) -> List[str]:
+    """Secret values a connection uses, to mask them in any message we print."""
+    values = [kwargs.get(k) for k in _SECRET_KEYS]
+    name = kwargs.get("connection_name")
+    if name:
+        entry = _connections().get(name, {})
+        values += [entry.get(k) for k in _SECRET_KEYS]
+    return [str(v) for v in values if v and len(str(v)) >= 4]
 
 
 def _create_session(kwargs: Dict[str, Any], what: str):
@@ -121,7 +197,10 @@ def _create_session(kwargs: Dict[str, Any], what: str):
     try:
         return Session.builder.configs(kwargs).create()
     except Exception as exc:  # connector errors: bad credentials, unreachable host, bad toml
-        raise WarehouseError(f"cannot connect to {what}: {_first_line(exc)}") from None
+        text = _first_line(exc)
+        for secret in _secrets_of(kwargs):
+            text = text.replace(secret, "***")
+        raise WarehouseError(f"cannot connect to {what}: {text}") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -148,16 +227,13 @@ def open_warehouse(data_cfg) -> Iterator[Warehouse]:
             finally:
                 _close(session)
     elif data_cfg.backend == "snowflake":
-        session = _create_session(snowflake_kwargs(data_cfg),
-                                  f"Snowflake (data.connection_name={data_cfg.connection_name})")
+        kwargs = snowflake_kwargs(data_cfg)
+        where = (f"data.connection_name={kwargs['connection_name']}" if "connection_name" in kwargs
+                 else "SNOWFLAKE_* environment variables")
+        session = _create_session(kwargs, f"Snowflake ({where})")
         try:
-            account = (data_cfg.account or session.get_current_account() or "").strip('"')
-            database = (session.get_current_database() or "").strip('"')
-            schema = (session.get_current_schema() or "").strip('"')
-            if not database or not schema:
-                raise ConfigError("no current database/schema in the Snowflake session: set "
-                                  "data.database and data.schema (or database/schema in connections.toml)")
-            yield Warehouse(session, account, database, schema)
+            # No query yet: identity is resolved once the caller has set the query tag.
+            yield Warehouse(session, account=data_cfg.account or None)
         finally:
             _close(session)
     else:

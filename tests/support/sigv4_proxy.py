@@ -356,6 +356,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
 
         proxy._record_forwarded(self.command, path_only)
+        if proxy.record_bodies:
+            proxy._record_body(self.command, path_only, self.headers.get("Content-Encoding") or "", body)
         try:
             status, headers, resp_body, upstream_length = self._forward(body)
         except (OSError, http.client.HTTPException) as exc:
@@ -430,6 +432,7 @@ class Sigv4Proxy:
         port: int = 0,
         upstream_timeout: float = 60.0,
         require_auth: str | None = None,
+        record_bodies: bool = False,
     ):
         parts = urllib.parse.urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname:
@@ -450,6 +453,10 @@ class Sigv4Proxy:
         # (e.g. "Basic dTpw" or "Bearer tok"), like a basic-auth/token front door of an
         # MLflow server; others get 401 and are not forwarded.
         self.require_auth = require_auth
+        # Keep each forwarded request's body (decoded from gzip), e.g. to see the SQL a
+        # Snowflake connector sends to a fakesnow server behind this proxy.
+        self.record_bodies = record_bodies
+        self._bodies: list[tuple[str, str, bytes]] = []
         self._port = port
         self._verifier = (
             _Verifier(access_key=access_key, secret_key=secret_key, region=region, service=service, arn=arn)
@@ -513,10 +520,28 @@ class Sigv4Proxy:
         with self._lock:
             return list(self._rejected)
 
+    @property
+    def bodies(self) -> list[tuple[str, str, bytes]]:
+        """``(method, path, body)`` of forwarded requests when ``record_bodies`` is on."""
+        with self._lock:
+            return list(self._bodies)
+
     def reset_counts(self) -> None:
         with self._lock:
             self._requests.clear()
             self._rejected.clear()
+            self._bodies.clear()
+
+    def _record_body(self, method: str, path: str, encoding: str, body: bytes) -> None:
+        if "gzip" in encoding.lower() and body:
+            import gzip
+
+            try:
+                body = gzip.decompress(body)
+            except OSError:
+                pass
+        with self._lock:
+            self._bodies.append((method, path, body))
 
     def _record_forwarded(self, method: str, path: str) -> None:
         with self._lock:

@@ -7,6 +7,9 @@ s3:// artifact URIs; artifacts land in a local S3 (moto).
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 
@@ -52,8 +55,6 @@ def proxy(_proxy):
 
 @pytest.fixture(autouse=True)
 def _no_ambient_aws(monkeypatch):
-    import os
-
     for key in list(os.environ):
         if key.startswith(("AWS_", "SAGEMAKER_MLFLOW_")):
             monkeypatch.delenv(key)
@@ -118,6 +119,22 @@ def test_single_run_end_to_end(proxy, upstream, s3, tmp_path):
     assert {"model/MLmodel", "config/resolved.yaml", "data/feature_query.sql"} <= keys, keys
     assert any(k.startswith("model/") and k.endswith((".lgb", ".txt", ".pkl")) for k in keys), keys
     assert _all_running(upstream) == []
+
+    # The model registry goes through the plugin's registry store (what a sweep uses for
+    # its best trial): runner's Tracker.register, in a process of its own.
+    proxy.reset_counts()
+    script = ("import sys; from omegaconf import OmegaConf; from runner.config import TrackerConfig; "
+              "from runner.tracking import Tracker; "
+              "cfg = OmegaConf.merge(OmegaConf.structured(TrackerConfig), {'kind': 'sagemaker', 'uri': sys.argv[1]}); "
+              "run_id = sys.argv[2]; v = Tracker(cfg).register('churn-sm', run_id, f'runs:/{run_id}/model'); "
+              "print('VERSION', v.version)")
+    reg = subprocess.run([sys.executable, "-c", script, ARN, info["run_id"]], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, **_env(s3, proxy)})
+    assert reg.returncode == 0 and "VERSION 1" in reg.stdout, reg.stderr[-3000:]
+    assert proxy.rejected == [] and ("POST", "/api/2.0/mlflow/model-versions/create") in proxy.requests
+    r = requests.get(f"{upstream.url}/api/2.0/mlflow/model-versions/get",
+                     params={"name": "churn-sm", "version": "1"}, timeout=10)
+    assert r.json()["model_version"]["run_id"] == info["run_id"]
 
 
 def test_wrong_secret_fails_fast_with_one_clear_error(proxy, upstream, s3, tmp_path):

@@ -84,7 +84,8 @@ class Tracker:
         self.display_uri = redact_url(self.uri)
         if cfg.kind == "local":
             Path(cfg.dir).mkdir(parents=True, exist_ok=True)
-        elif cfg.kind == "sagemaker":
+        _quiet_plugin_noise(cfg.kind)
+        if cfg.kind == "sagemaker":
             _prepare_sagemaker(self.uri)
         import mlflow
         from mlflow import MlflowClient
@@ -94,16 +95,15 @@ class Tracker:
             # SigV4 auth and ARN header) and any fluent call read; MLFLOW_TRACKING_URI
             # also carries it to worker processes.
             mlflow.set_tracking_uri(self.uri)
-        _quiet_plugin_noise(cfg.kind)
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         self._experiment_id: Optional[str] = None
 
-    def _fail(self, what: str, exc: BaseException) -> TrackingError:
+    def _fail(self, what: str, exc: BaseException, artifacts: bool = False) -> TrackingError:
         if isinstance(exc, TrackingError):
             return exc
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         setting = "tracker.dir" if self.cfg.kind == "local" else "tracker.uri"
-        hint = _hint(self.cfg.kind, exc, text)
+        hint = (_artifact_hint(exc, text) if artifacts else None) or _hint(self.cfg.kind, exc, text)
         return TrackingError(f"MLflow at {setting}={self.display_uri} failed to {what}: "
                              f"{hint or text[:300]}")
 
@@ -176,7 +176,7 @@ class Tracker:
         try:
             self.client.log_text(run_id, text, path)
         except Exception as exc:
-            raise self._fail(f"upload {path}", exc) from None
+            raise self._fail(f"upload {path}", exc, artifacts=True) from None
 
     def log_model(self, run_id: str, booster, example) -> str:
         """Log with MLflow's LightGBM flavor (signature + input example); return the model URI."""
@@ -193,7 +193,7 @@ class Tracker:
             try:
                 self.client.log_artifacts(run_id, str(path), "model")
             except Exception as exc:
-                raise self._fail("upload the model", exc) from None
+                raise self._fail("upload the model", exc, artifacts=True) from None
         return f"runs:/{run_id}/model"
 
     def log_dataset(self, run_id: str, frame, features, targets: str, context: str = "training") -> None:
@@ -257,6 +257,19 @@ def _hint(kind: str, exc: BaseException, text: str) -> Optional[str]:
         return ("cannot reach the MLflow server: check tracker.uri (host and port) and that the "
                 "server is running")
     return None
+
+
+def _artifact_hint(exc: BaseException, text: str) -> Optional[str]:
+    """Artifacts on s3:// are written by the client itself (boto3), not by the tracking server."""
+    module = type(exc).__module__ or ""
+    if not (module.startswith(("botocore", "boto3")) or "S3" in type(exc).__name__):
+        return None
+    if type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+        return _NO_AWS_CREDENTIALS
+    endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+    where = f"MLFLOW_S3_ENDPOINT_URL={endpoint}" if endpoint else "the bucket's region/endpoint"
+    return (f"cannot write the run's artifacts to S3: check {where} and that the AWS credentials may "
+            f"write to the experiment's artifact bucket [{text[:160]}]")
 
 
 _NO_AWS_CREDENTIALS = ("no AWS credentials found to sign requests for tracker=sagemaker: set "

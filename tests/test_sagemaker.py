@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.conftest import run_runner
-from tests.support.servers import MlflowServer, MotoS3
+from tests.support.servers import MlflowServer, MotoS3, free_port
 from tests.support.sigv4_proxy import Sigv4Proxy
 
 ARN = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/test"
@@ -155,6 +155,22 @@ def test_wrong_secret_fails_fast_with_one_clear_error(proxy, upstream, s3, tmp_p
     assert len(proxy.rejected) == 1 and proxy.rejected[0][2] == "signature mismatch"
     assert _runs(upstream, experiment) == []
     assert _all_running(upstream) == []
+
+
+def test_unreachable_artifact_store_fails_the_run(proxy, upstream, s3, tmp_path):
+    """The run exists when S3 fails: it must end FAILED with the error, never stay RUNNING."""
+    experiment = f"sm-s3-{uuid.uuid4().hex[:8]}"
+    dead = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    proc = run_runner(["tracker=sagemaker", f"tracker.uri={ARN}", f"tracker.experiment={experiment}", *SMALL],
+                      cwd=tmp_path, env=_env(s3, proxy, MLFLOW_S3_ENDPOINT_URL=dead, AWS_MAX_ATTEMPTS="2"))
+    assert proc.returncode != 0 and time.monotonic() - started < 90
+    (line,) = _error_lines(proc.stderr)
+    assert f"MLFLOW_S3_ENDPOINT_URL={dead}" in line and "artifacts" in line, line
+    (run,) = _runs(upstream, experiment)
+    assert run["info"]["status"] == "FAILED"
+    assert any(t["key"] == "runner.error" for t in run["data"]["tags"])
+    assert proxy.rejected == [] and _all_running(upstream) == []
 
 
 def test_missing_credentials_fail_before_any_request(proxy, s3, tmp_path):

@@ -138,7 +138,7 @@ def source_tables(sql: str) -> List[str]:
 
 
 def snapshot_timestamp(value) -> str:
-    """data.snapshot as an explicit-offset timestamp literal ('YYYY-MM-DD HH:MM:SS[.ffffff] +HH:MM').
+    """data.snapshot as a UTC timestamp literal ('YYYY-MM-DD HH:MM:SS[.ffffff] +00:00').
 
     Accepts ISO 8601 dates and times; a value without an offset is taken as UTC.
     """
@@ -154,11 +154,8 @@ def snapshot_timestamp(value) -> str:
         when = when.replace(tzinfo=dt.timezone.utc)
     if when > dt.datetime.now(dt.timezone.utc):
         raise ConfigError(f"data.snapshot={text!r} is in the future: time travel reads past states only")
-    offset = when.utcoffset()
-    minutes = int(offset.total_seconds() // 60)
-    sign = "+" if minutes >= 0 else "-"
-    stamp = when.replace(tzinfo=None).isoformat(sep=" ")
-    return f"{stamp} {sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    # In UTC, so one instant written two ways is one snapshot (one cache key).
+    return when.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat(sep=" ") + " +00:00"
 
 
 def time_travel_sql(sql: str, snapshot: Optional[str]) -> str:
@@ -203,7 +200,8 @@ def materialized_name(wh, key: str) -> str:
 
 def data_version(wh, data_cfg, sql: str) -> str:
     if data_cfg.snapshot:
-        return f"snapshot:{data_cfg.snapshot}"
+        # Normalised: '2024-06-01' and '2024-06-01T00:00:00Z' are the same data.
+        return f"snapshot:{snapshot_timestamp(data_cfg.snapshot)}"
     if wh.known_version:
         return wh.known_version
     tables = source_tables(sql)

@@ -200,7 +200,8 @@ def _create_session(kwargs: Dict[str, Any], what: str):
         text = _first_line(exc)
         for secret in _secrets_of(kwargs):
             text = text.replace(secret, "***")
-        raise WarehouseError(f"cannot connect to {what}: {text}") from None
+        raise WarehouseError(f"cannot connect to {what}: {text} (check the connection's account/host, "
+                             "user and credentials, and network access to it)") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -228,8 +229,8 @@ def open_warehouse(data_cfg) -> Iterator[Warehouse]:
                 _close(session)
     elif data_cfg.backend == "snowflake":
         kwargs = snowflake_kwargs(data_cfg)
-        where = (f"data.connection_name={kwargs['connection_name']}" if "connection_name" in kwargs
-                 else "SNOWFLAKE_* environment variables")
+        where = (f"data.connection_name={kwargs['connection_name']} in {_connections_file()}"
+                 if "connection_name" in kwargs else "SNOWFLAKE_* environment variables")
         session = _create_session(kwargs, f"Snowflake ({where})")
         try:
             # No query yet: identity is resolved once the caller has set the query tag.

@@ -31,7 +31,7 @@ from runner.features import (MATERIALIZED_PREFIX, build_frame, frame_sql, load_f
                              snapshot_timestamp, time_travel_sql)
 from runner.warehouse import open_warehouse
 from tests.conftest import run_runner
-from tests.support.servers import FakesnowProcess
+from tests.support.servers import FakesnowProcess, free_port
 from tests.support.sigv4_proxy import Sigv4Proxy
 
 CANARY = "canary-pw-5be1c0d9"
@@ -190,6 +190,21 @@ def test_connection_errors_name_the_setting(snowflake_home, tmp_path):
     assert proc.returncode != 0
     (line,) = _error_lines(proc.stderr)
     assert "data.connection_name" in line and "SNOWFLAKE_ACCOUNT" in line, line
+
+    # Nothing listens at the entry's host:port: a bounded, clear failure.
+    dead = tmp_path / "dead_home"
+    dead.mkdir()
+    (dead / "connections.toml").write_text(
+        (snowflake_home / "connections.toml").read_text().replace("[test", "[dead").replace(
+            re.search(r"port = \d+", (snowflake_home / "connections.toml").read_text()).group(0),
+            f"port = {free_port()}"))
+    (dead / "connections.toml").chmod(0o600)
+    proc = run_runner(["data=snowflake", "data.connection_name=dead"], cwd=tmp_path,
+                      env={"SNOWFLAKE_HOME": str(dead)}, timeout=120)
+    assert proc.returncode != 0
+    (line,) = _error_lines(proc.stderr)
+    assert "cannot connect to Snowflake (data.connection_name=dead in " in line, line
+    assert CANARY not in proc.stdout + proc.stderr
 
 
 # --------------------------------------------------------------------------- #

@@ -97,6 +97,7 @@ class Tracker:
             mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         self._experiment_id: Optional[str] = None
+        self._artifact_uris: Dict[str, str] = {}
 
     def _fail(self, what: str, exc: BaseException, artifacts: bool = False) -> TrackingError:
         if isinstance(exc, TrackingError):
@@ -144,7 +145,18 @@ class Tracker:
             run = self.client.create_run(self.experiment_id(), tags=clean, run_name=run_name)
         except Exception as exc:
             raise self._fail("create a run", exc) from None
+        # Known from the create response: uploads need no runs/get to find it.
+        self._artifact_uris[run.info.run_id] = run.info.artifact_uri
         return run.info.run_id
+
+    def _artifact_repo(self, run_id: str):
+        """The run's artifact repository, without a request when this Tracker created the run."""
+        uri = self._artifact_uris.get(run_id)
+        if uri is None:
+            return None
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        return get_artifact_repository(uri, tracking_uri=self.uri)
 
     def log(self, run_id: str, params: Optional[Dict[str, Any]] = None,
             metrics: Optional[Dict[str, float]] = None, tags: Optional[Dict[str, Any]] = None,
@@ -174,7 +186,15 @@ class Tracker:
 
     def log_text(self, run_id: str, text: str, path: str) -> None:
         try:
-            self.client.log_text(run_id, text, path)
+            repo = self._artifact_repo(run_id)
+            if repo is None:
+                self.client.log_text(run_id, text, path)
+            else:
+                with tempfile.TemporaryDirectory() as tmp:
+                    local = Path(tmp, Path(path).name)
+                    local.write_text(text, encoding="utf-8")
+                    parent = str(Path(path).parent)
+                    repo.log_artifact(str(local), None if parent == "." else parent)
         except Exception as exc:
             raise self._fail(f"upload {path}", exc, artifacts=True) from None
 
@@ -191,7 +211,11 @@ class Tracker:
                                        pip_requirements=[f"lightgbm=={lightgbm.__version__}",
                                                          f"mlflow=={mlflow.__version__}"])
             try:
-                self.client.log_artifacts(run_id, str(path), "model")
+                repo = self._artifact_repo(run_id)
+                if repo is None:
+                    self.client.log_artifacts(run_id, str(path), "model")
+                else:
+                    repo.log_artifacts(str(path), "model")
             except Exception as exc:
                 raise self._fail("upload the model", exc, artifacts=True) from None
         return f"runs:/{run_id}/model"

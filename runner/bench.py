@@ -281,23 +281,24 @@ class Bench:
     # setup (untimed) ---------------------------------------------------------
 
     def setup(self) -> None:
+        """Untimed: the bare loops' features, the local tracking store and the mlflow server,
+        prepared side by side."""
         a = self.a
         self.log(f"work dir {self.work}")
+        jobs = {}
         if any(v.startswith("bare") for v in a.variants):
-            self.log("pulling the features once for the bare loops (untimed)")
-            p = run_measured([sys.executable, "-m", "runner.bench", "--child", "pull", "--rows", str(a.rows),
-                              "--features", str(a.features), "--cache-dir", str(self.work / "bare-cache")],
-                             self.work / "setup-pull", self.env)
-            self._check(p, "pulling the features for the bare loops")
-            self.bare_parquet = json.loads(p.stdout.strip().splitlines()[-1])["path"]
+            self.log("pulling the features once for the bare loops")
+            jobs["pull"] = self._spawn([sys.executable, "-m", "runner.bench", "--child", "pull", "--rows", str(a.rows),
+                                        "--features", str(a.features), "--cache-dir", str(self.work / "bare-cache")],
+                                       "setup-pull")
         if any(v in a.variants for v in ("runner-local", "runner-cached")):
             # The tracking store exists before the sweeps, as on any machine that ran runner
             # before: its one-time creation (SQLite migrations) is not part of a sweep.
-            self.log("creating the local tracking store (untimed)")
+            self.log("creating the local tracking store")
             code = ("from mlflow import MlflowClient; import sys; "
                     "MlflowClient(tracking_uri=sys.argv[1]).search_experiments()")
-            subprocess.run([sys.executable, "-c", code, f"sqlite:///{self.tracking_dir / 'mlflow.db'}"],
-                           env=self.env, check=True, capture_output=True)
+            jobs["store"] = self._spawn([sys.executable, "-c", code, f"sqlite:///{self.tracking_dir / 'mlflow.db'}"],
+                                        "setup-store")
         if "runner-server" in a.variants:
             sys.path.insert(0, str(REPO))
             try:
@@ -306,9 +307,22 @@ class Bench:
             except ImportError as exc:
                 raise SystemExit(f"runner.bench: runner-server needs tests/support from a source checkout "
                                  f"({exc}); leave it out with --variants") from None
-            self.log("starting mlflow server (--workers 1) behind a request-counting proxy (untimed)")
+            self.log("starting mlflow server (--workers 1) behind a request-counting proxy")
             self.server = MlflowServer(self.work / "mlflow-server").start()
             self.proxy = Sigv4Proxy(self.server.url, verify=False, record_bodies=True).start()
+        for name, (proc, folder) in jobs.items():
+            if proc.wait() != 0:
+                raise SystemExit(f"runner.bench: setup step {name} failed (exit {proc.returncode}):\n"
+                                 f"{(folder / 'stderr.txt').read_text(errors='replace')[-4000:]}")
+        if "pull" in jobs:
+            out = (jobs["pull"][1] / "stdout.txt").read_text()
+            self.bare_parquet = json.loads(out.strip().splitlines()[-1])["path"]
+
+    def _spawn(self, cmd: List[str], name: str):
+        folder = self.work / name
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
+            return subprocess.Popen(cmd, cwd=folder, env=self.env, stdout=out, stderr=err), folder
 
     def teardown(self) -> None:
         if self.proxy is not None:
@@ -359,7 +373,7 @@ class Bench:
             extra += [f"tracker.dir={self.tracking_dir}", f"tracker.experiment=bench-{variant}-{rep}"]
         p = run_measured(self.runner_cmd(extra), cwd, self.env)
         self._check(p, variant)
-        m = re.search(r"trials in [\d.]+s, (\d+) feature queries", p.stdout)
+        m = re.search(r"(\d+) feature queries", p.stdout)
         best, trials = self._study(cwd / ".runner" / "optuna" / "bench.db")
         r = Result(variant, rep, p.wall, p.wall, trials, best, p.peak_tree, p.peak_main,
                    feature_queries=int(m.group(1)) if m else None)
@@ -429,7 +443,10 @@ class Bench:
                     self.results.append(r)
                     self.log(f"  {variant}: {r.wall:.1f}s, best auc {r.best_auc}, peak rss {r.peak_tree / 2**20:.0f} MB"
                              + (f", {r.requests_total} requests ({r.requests_trials} for trials)"
-                                if r.requests_total is not None else ""))
+                                if r.requests_total is not None else "") + f", load {_load()}")
+                    if a.json:  # partial results survive an interrupted run
+                        Path(a.json + ".partial").write_text(json.dumps(
+                            {"cold_start": self.cold, "results": [x.__dict__ for x in self.results]}, default=str))
         finally:
             self.teardown()
 

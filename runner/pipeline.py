@@ -100,9 +100,24 @@ def base_tags(cfg: DictConfig, job_overrides: Optional[Sequence[str]] = None) ->
     tags = {"runner.version": __version__, "mlflow.source.name": "python -m runner",
             "mlflow.source.type": "LOCAL", "mlflow.user": _user(),
             "runner.overrides": json.dumps(overrides(job_overrides))}
-    tags.update(git_state())
+    tags.update(_code_state())
     tags.update({f"user.{k}": v for k, v in (cfg.get("tags") or {}).items()})
     return tags
+
+
+_CODE_STATE: Optional[Dict[str, str]] = None
+
+
+def _code_state() -> Dict[str, str]:
+    """git commit/dirty flag of the code this process runs, looked up once per process.
+
+    Two git subprocesses cost ~20-60 ms; a sweep would pay them for every trial. The
+    code a process runs is the code it loaded at start, so the first answer stays right.
+    """
+    global _CODE_STATE
+    if _CODE_STATE is None:
+        _CODE_STATE = git_state()
+    return dict(_CODE_STATE)
 
 
 def _user() -> str:

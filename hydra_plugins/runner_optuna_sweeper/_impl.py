@@ -232,6 +232,7 @@ class TrialContext:
     report_every: int
     model_dir: Path
     stop: Optional[threading.Event] = None
+    prune: bool = True  # False with NopPruner: no per-round report to the storage
 
 
 @dataclass
@@ -259,7 +260,7 @@ def execute_trial(trial, cfg: DictConfig, overrides: Sequence[str], ctx: TrialCo
     lgb_metric = cfg.model.metric or OBJECTIVES.get(cfg.model.params.objective)
     wanted = ctx.metrics[0].split("_", 1)[1] if ctx.metrics[0].startswith("valid_") else lgb_metric
     callback = PruningCallback(trial, wanted, ctx.directions[0] == "maximize", ctx.report_every,
-                               stop=ctx.stop, prune=len(ctx.directions) == 1)
+                               stop=ctx.stop, prune=ctx.prune and len(ctx.directions) == 1)
     run_ids: List[str] = []
 
     def on_run(run_id: str) -> None:
@@ -325,8 +326,9 @@ def launched_trial(cfg: DictConfig) -> Dict[str, Any]:
         metrics = os.environ[ENV_METRICS].split(",")
         ctx = TrialContext(study_name=study.study_name, parent_run_id=os.environ.get(ENV_PARENT) or None,
                            metrics=metrics, directions=[d.name.lower() for d in study.directions],
-                           report_every=int(os.environ.get(ENV_REPORT_EVERY, "1")),
-                           model_dir=Path(os.environ[ENV_MODEL_DIR]))
+                           report_every=max(1, int(os.environ.get(ENV_REPORT_EVERY, "1"))),
+                           model_dir=Path(os.environ[ENV_MODEL_DIR]),
+                           prune=int(os.environ.get(ENV_REPORT_EVERY, "1")) > 0)
         tracker = Tracker(cfg.tracker)
     except KeyError as exc:
         return Outcome("FAIL", error=f"launcher job without {exc.args[0]} in its environment: the launcher "
@@ -360,6 +362,7 @@ class RunnerOptunaSweeperImpl:
         self._session_done = 0
         self._feature_queries = 0
         self._mine: Dict[int, int] = {}  # trial number -> trial id, running in this process
+        self.loop_seconds = 0.0
 
     # Hydra API ---------------------------------------------------------------
 
@@ -541,11 +544,13 @@ class RunnerOptunaSweeperImpl:
                       f"{'threads' if self.in_process else 'launcher'} x{n_jobs}")
             self._save_multirun_yaml()
             ctx = TrialContext(study_name, self.parent_run_id, metrics, directions, int(s.get("report_every") or 1),
-                               self.model_dir, self.stop)
+                               self.model_dir, self.stop, prune=pruner_desc["name"] != "NopPruner")
+            loop_started = time.perf_counter()
             if self.in_process:
                 self._run_threads(ctx, n_jobs)
             else:
                 self._run_launcher(ctx, n_jobs)
+            self.loop_seconds = time.perf_counter() - loop_started
             if self._fatal:
                 raise _Fatal(self._fatal)
             summary = self._finish(study, tracker, task_cfg)
@@ -686,7 +691,9 @@ class RunnerOptunaSweeperImpl:
         try:
             sweep_dir = Path(self.config.hydra.sweep.dir)
             sweep_dir.mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+            # Like Hydra's basic sweeper, minus credentials (a storage URL may carry a password).
+            text = OmegaConf.to_yaml(self.config)
+            (sweep_dir / "multirun.yaml").write_text(scrub(text))
         except Exception as exc:
             log.debug("multirun.yaml not saved: %s", exc)
 
@@ -831,7 +838,7 @@ class RunnerOptunaSweeperImpl:
         assert self.launcher is not None
         os.environ[ENV_STORAGE] = self.storage_url  # inherited by local launchers' workers
         env = {ENV_STUDY: ctx.study_name, ENV_PARENT: ctx.parent_run_id or "", ENV_METRICS: ",".join(ctx.metrics),
-               ENV_REPORT_EVERY: str(ctx.report_every), ENV_MODEL_DIR: str(ctx.model_dir)}
+               ENV_REPORT_EVERY: str(ctx.report_every if ctx.prune else 0), ENV_MODEL_DIR: str(ctx.model_dir)}
         if redact_url(self.storage_url) == self.storage_url:
             env[ENV_STORAGE] = self.storage_url
         job_idx = 0
@@ -913,7 +920,8 @@ class RunnerOptunaSweeperImpl:
         table = pd.DataFrame(rows)
         pid = self.parent_run_id
         metrics: Dict[str, float] = {"trials_complete": c["complete"], "trials_pruned": c["pruned"],
-                                     "trials_failed": c["failed"], "sweep_seconds": time.perf_counter() - self.started}
+                                     "trials_failed": c["failed"], "sweep_seconds": time.perf_counter() - self.started,
+                                     "trial_loop_seconds": self.loop_seconds}
         tags: Dict[str, Any] = {"runner.warehouse.feature_queries": self._feature_queries}
         if best is not None:
             for m, v in zip(self.metrics, best.values):
@@ -935,7 +943,8 @@ class RunnerOptunaSweeperImpl:
         took = time.perf_counter() - self.started
         lines = [f"runner: study {study.study_name!r}: {c['finished']}/{self.budget} trials finished "
                  f"({c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed) - this run "
-                 f"{self._session_done} trials in {took:.1f}s, {self._feature_queries} feature queries",
+                 f"{self._session_done} trials in {took:.1f}s (trial loop {self.loop_seconds:.1f}s), "
+                 f"{self._feature_queries} feature queries",
                  f"  parent run {pid} in {tracker.display_uri} (experiment {tracker.cfg.experiment!r})"]
         if self._stop_reason:
             lines.append(f"  stopped early: {self._stop_reason}")

@@ -343,3 +343,9 @@ def test_snowflake_kwargs_from_env_keep_secrets_out_of_our_config(env_connection
     cfg_text = OmegaConf.to_yaml(data_cfg(warehouse="WH"))
     assert CANARY not in cfg_text and "password" not in cfg_text
     assert not os.environ.get("RUNNER_SNOWFLAKE_EMULATOR")
+
+    from runner.features import validate
+
+    validate(data_cfg(materialize="table", snapshot="2024-06-01"))
+    with pytest.raises(ConfigError, match="data.materialize must be one of none, table"):
+        validate(data_cfg(materialize="view"))

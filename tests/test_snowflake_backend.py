@@ -17,7 +17,6 @@ import gzip
 import json
 import os
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest

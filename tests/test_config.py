@@ -53,3 +53,15 @@ def test_mistyped_key_fails_at_compose(override):
 def test_wrong_type_fails_at_compose(override):
     with pytest.raises((ConfigCompositionException, ValidationError)):
         _compose([override])
+
+
+def test_help_lists_groups_without_composing(tmp_path):
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "runner", "--help"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0
+    assert "tracker: local, sagemaker, server" in res.stdout
+    assert "data: demo, snowflake" in res.stdout
+    assert not list(tmp_path.iterdir())  # no output folder, nothing run

@@ -3,7 +3,12 @@
 An entry is one Parquet file named by its key, with runner's metadata in the
 file's schema metadata. It is written to a temporary file in the same folder
 and renamed into place, so an entry is either whole or absent. A lock file per
-key lets concurrent processes on one machine fill an entry once.
+key lets concurrent processes on one machine fill an entry once; a temporary file
+left by a killed writer is removed by the next writer of that key (under the lock).
+
+A small index (index/<digest>.json) maps a digest of the data config (never
+credentials) to the last key pulled for it, so a run whose warehouse is unreachable
+can proceed from that entry ("offline hit").
 """
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ import fcntl
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
@@ -20,6 +27,26 @@ from .errors import CacheError
 
 FORMAT = 1
 _META = b"runner"
+
+
+# Test hook (tests/test_reliability.py): RUNNER_TEST_KILL_AT=<point>[:<n>] makes the process
+# SIGKILL itself the n-th time (default 1st) it reaches kill_point(<point>). Read once at
+# import; unset, kill_point is one comparison. Points: feature_pull, trial, between_trials,
+# summary, register.
+_KILL_AT = os.environ.get("RUNNER_TEST_KILL_AT") or None
+_KILL_HITS: Dict[str, int] = {}
+
+
+def kill_point(name: str) -> None:
+    """Test hook: SIGKILL this process here if RUNNER_TEST_KILL_AT names this point."""
+    if _KILL_AT is None:
+        return
+    point, _, nth = _KILL_AT.partition(":")
+    if point != name:
+        return
+    _KILL_HITS[name] = _KILL_HITS.get(name, 0) + 1
+    if _KILL_HITS[name] >= int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def cache_key(parts: Dict[str, Any]) -> str:
@@ -34,8 +61,14 @@ class FeatureCache:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CacheError(f"data.cache_dir={root!r} cannot be created: {exc.strerror}") from None
-        if not os.access(self.root, os.W_OK | os.X_OK):
-            raise CacheError(f"data.cache_dir={root!r} is not writable: choose another folder")
+        # Probe with a real file: os.access says yes to root even on a read-only/immutable folder.
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise CacheError(f"data.cache_dir={root!r} is not writable ({exc.strerror}): choose another "
+                             "folder or fix its permissions") from None
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.parquet"
@@ -56,12 +89,19 @@ class FeatureCache:
 
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Temp files of this key left by a writer killed mid-write (callers hold lock(key)).
+        for stale in path.parent.glob(f".{key[:12]}.*.tmp"):
+            try:
+                stale.unlink()
+            except OSError:
+                pass
         schema_meta = dict(table.schema.metadata or {})
         schema_meta[_META] = json.dumps(meta, default=str).encode()
         fd, tmp = tempfile.mkstemp(prefix=f".{key[:12]}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
                 pq.write_table(table.replace_schema_metadata(schema_meta), fh)
+                kill_point("feature_pull")  # test hook: temp file written, not yet renamed
                 fh.flush()
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o644)
@@ -73,6 +113,34 @@ class FeatureCache:
                 pass
             raise
         return path
+
+    # index: data config digest -> last key ---------------------------------------
+
+    def _index_path(self, digest: str) -> Path:
+        return self.root / "index" / f"{digest}.json"
+
+    def remember(self, digest: str, key: str) -> None:
+        """Record `key` as the last entry pulled for the data config with this digest."""
+        path = self._index_path(digest)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".idx.", suffix=".tmp", dir=path.parent)
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"key": key, "at": time.time()}, fh)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # the index only helps offline runs; never fail a run for it
+
+    def last(self, digest: str) -> Optional[Tuple[str, float]]:
+        """(key, when recorded) of the last whole entry for this digest, or None."""
+        try:
+            info = json.loads(self._index_path(digest).read_text())
+        except (OSError, ValueError):
+            return None
+        key = info.get("key")
+        if not key or not self.path(key).exists():
+            return None
+        return key, float(info.get("at") or 0)
 
     @contextmanager
     def lock(self, key: str) -> Iterator[None]:

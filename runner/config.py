@@ -112,7 +112,11 @@ class TrackerConfig:
     log_model: bool = True
     registered_model: Optional[str] = None
     request_timeout: int = 30
+    # MLflow's own per-request retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES, backoff factor 1).
     max_retries: int = 2
+    # Seconds runner keeps retrying (backoff 0.5 s doubling to 5 s) while the tracking
+    # server is unreachable before the job/sweep stops with one error; server/sagemaker only.
+    outage_deadline: float = 300.0
 
 
 @dataclass

@@ -36,6 +36,46 @@ class FeatureSet:
     query_ids: List[str] = field(default_factory=list)
     feature_queries: int = 0
     seconds: float = 0.0
+    # Served from the cache index because the warehouse was unreachable (version not checked).
+    offline: bool = False
+
+
+# Data settings that do not change which rows a feature definition yields.
+_NOT_CONTENT = ("refresh", "cache_dir", "network_timeout", "query_tag", "split")
+
+
+def config_digest(data_cfg) -> str:
+    """Digest of the data config (what defines the features; no credentials are in it)."""
+    import hashlib
+    import json
+
+    from omegaconf import OmegaConf
+
+    spec = OmegaConf.to_container(data_cfg, resolve=True) if OmegaConf.is_config(data_cfg) else dict(data_cfg)
+    spec = {k: v for k, v in spec.items() if k not in _NOT_CONTENT}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def offline_features(data_cfg, cache: FeatureCache, reason: str) -> Optional[FeatureSet]:
+    """The last cached features of this data config, for a run whose warehouse is unreachable."""
+    if data_cfg.get("refresh"):
+        return None
+    found = cache.last(config_digest(data_cfg))
+    if found is None:
+        return None
+    key, when = found
+    hit = cache.get(key)
+    if hit is None:
+        return None
+    table, meta = hit
+    _check_frame(table, data_cfg)
+    source = dict(meta.get("source") or {})
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when)) if when else "?"
+    print(f"runner: warehouse unreachable ({reason[:200]}): proceeding from the feature cache, key "
+          f"{key[:16]} pulled {stamp} (offline: data version not checked; data.refresh=true forces a pull)",
+          flush=True)
+    return FeatureSet(table=table, key=key, cache_hit=True, sql=source.get("query", ""), source=source,
+                      path=str(cache.path(key)), offline=True)
 
 
 def check_identifier(value: str, setting: str, qualified: bool = False) -> None:
@@ -265,6 +305,7 @@ def load_features(wh, data_cfg, cache: FeatureCache, query_tag: Optional[str] = 
                                        if q.sql_text.strip() == frame.queries["queries"][-1].strip()]
                     _check_frame(table, data_cfg)
                     cache.put(key, table, {"query_ids": feature_ids, "source": source})
+    cache.remember(config_digest(data_cfg), key)
     query_ids = [q.query_id for q in history.queries]
     if hit is not None:
         table, _meta = hit

@@ -9,6 +9,7 @@ import dataclasses
 import getpass
 import json
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,9 +18,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
-from .cache import FeatureCache
-from .errors import RunnerError
-from .features import FeatureSet, load_features, validate
+from .cache import FeatureCache, kill_point
+from .errors import RunnerError, WarehouseError
+from .features import FeatureSet, load_features, offline_features, validate
 from .secrets import redact_url
 from .tracking import Tracker, flatten, git_state
 
@@ -31,6 +32,9 @@ _PREPARED: Dict[str, Any] = {}
 # the Prepared split so LightGBM Datasets are never shared by concurrent lgb.train calls.
 _PREPARED_LOCK = threading.Lock()
 _THREAD = threading.local()
+# Connector messages of a warehouse that cannot be reached at all (network, host down).
+_UNREACHABLE_WH = re.compile(r"Could not connect to Snowflake backend|Connection refused|Failed to establish|"
+                             r"Max retries exceeded|Name or service not known|timed out", re.IGNORECASE)
 
 
 @dataclass
@@ -76,8 +80,15 @@ def _prepared_data(cfg: DictConfig, query_tag: Optional[str]):
         return features, prepared, reused
     validate(cfg.data)
     cache = FeatureCache(cfg.data.cache_dir)
-    with open_warehouse(cfg.data) as wh:
-        features = load_features(wh, cfg.data, cache, query_tag=query_tag)
+    try:
+        with open_warehouse(cfg.data) as wh:
+            features = load_features(wh, cfg.data, cache, query_tag=query_tag)
+    except WarehouseError as exc:
+        # Unreachable (not refused, not a bad query): the last cached pull of this data config.
+        offline = offline_features(cfg.data, cache, str(exc)) if _UNREACHABLE_WH.search(str(exc)) else None
+        if offline is None:
+            raise
+        features = offline
     prepared = prepare(features.table, cfg.data, cfg.model.params.objective)
     _PREPARED.clear()
     _PREPARED[digest] = (features, prepared)
@@ -154,7 +165,7 @@ def run_job(cfg: DictConfig, *, tracker: Optional[Tracker] = None, parent_run_id
     try:
         features, prepared = prepared_data(cfg, query_tag=f"runner run_id={run_id}")
         run_tags.update({
-            "runner.cache": "hit" if features.cache_hit else "miss",
+            "runner.cache": "offline-hit" if features.offline else "hit" if features.cache_hit else "miss",
             "runner.cache_key": features.key,
             "runner.warehouse.feature_queries": features.feature_queries,
             "runner.warehouse.query_ids": ",".join(features.query_ids) or "none",
@@ -168,6 +179,7 @@ def run_job(cfg: DictConfig, *, tracker: Optional[Tracker] = None, parent_run_id
         if final_tags:
             run_tags.update(final_tags("FINISHED"))
         tracker.log(run_id, params=flatten(resolved), metrics=metrics, tags=run_tags)
+        kill_point("trial")  # test hook (runner/cache.py): logged, run not ended yet
         model_uri = None
         if log_model if log_model is not None else cfg.tracker.log_model:
             _log_artifacts(tracker, run_id, cfg, features, prepared, result, job_overrides)

@@ -12,6 +12,9 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
+import time
+import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
@@ -98,6 +101,52 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         self._experiment_id: Optional[str] = None
         self._artifact_uris: Dict[str, str] = {}
+        self._down_since: Optional[float] = None  # first failure of the current outage
+        self._outage_lock = threading.Lock()
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        """fn(*args, **kwargs), retried while the tracking server is unreachable.
+
+        MLflow's client retries each request itself (tracker.max_retries); on top of that a
+        server that stays unreachable is retried with backoff (0.5 s doubling to 5 s) until
+        tracker.outage_deadline seconds after the outage's first failure, shared by every
+        thread of this Tracker; then one TrackingError naming the setting. Once past the
+        deadline, later calls fail at their first unreachable answer (no second wait).
+        """
+        delay = 0.5
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                text = str(exc)
+                if self.cfg.kind == "local" or not (_UNREACHABLE.search(text) or _GATEWAY.search(text)
+                                                    or "ConnectionError" in type(exc).__name__):
+                    raise
+                deadline = self.cfg.get("outage_deadline")
+                deadline = 300.0 if deadline is None else float(deadline)
+                with self._outage_lock:
+                    now = time.monotonic()
+                    if self._down_since is None:
+                        self._down_since = now
+                        log.warning("MLflow at tracker.uri=%s is unreachable (%s): retrying for up to "
+                                    "tracker.outage_deadline=%gs", self.display_uri,
+                                    (text.strip().splitlines() or [type(exc).__name__])[0][:160], deadline)
+                    down_for = now - self._down_since
+                if down_for >= deadline:
+                    raise TrackingError(
+                        f"MLflow at tracker.uri={self.display_uri} unreachable for {down_for:.0f}s, past "
+                        f"tracker.outage_deadline={deadline:g}s (failed to {what}): start the server or "
+                        "raise tracker.outage_deadline, then run the same command again") from None
+                time.sleep(max(0.05, min(delay, deadline - down_for)))
+                delay = min(delay * 2, 5.0)
+                continue
+            if self._down_since is not None:
+                with self._outage_lock:
+                    if self._down_since is not None:
+                        log.warning("MLflow at tracker.uri=%s reachable again after %.0fs", self.display_uri,
+                                    time.monotonic() - self._down_since)
+                        self._down_since = None
+            return result
 
     def _fail(self, what: str, exc: BaseException, artifacts: bool = False) -> TrackingError:
         if isinstance(exc, TrackingError):
@@ -112,13 +161,14 @@ class Tracker:
         if self._experiment_id is None:
             name = self.cfg.experiment
             try:
-                exp = self.client.get_experiment_by_name(name)
+                exp = self._call("look up the experiment", self.client.get_experiment_by_name, name)
                 if exp is None:
                     location = None
                     if self.cfg.kind == "local":
                         location = Path(self.cfg.dir, "artifacts").resolve().as_uri()
                     try:
-                        self._experiment_id = self.client.create_experiment(name, artifact_location=location)
+                        self._experiment_id = self._call("create the experiment", self.client.create_experiment,
+                                                         name, artifact_location=location)
                     except Exception:  # created concurrently by another worker
                         exp = self.client.get_experiment_by_name(name)
                         if exp is None:
@@ -141,8 +191,21 @@ class Tracker:
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
         clean = {k: t for k, v in tags.items() if (t := _fit("tag", k, v, _tag_limit())) is not None}
+        # A retried create must not make a second run when the first reached the server.
+        token = clean["runner.create_token"] = uuid.uuid4().hex
+        tried: list = []
+
+        def create():
+            if tried:
+                found = self.client.search_runs([self.experiment_id()], f"tags.`runner.create_token` = '{token}'",
+                                                max_results=1)
+                if found:
+                    return found[0]
+            tried.append(1)
+            return self.client.create_run(self.experiment_id(), tags=clean, run_name=run_name)
+
         try:
-            run = self.client.create_run(self.experiment_id(), tags=clean, run_name=run_name)
+            run = self._call("create a run", create)
         except Exception as exc:
             raise self._fail("create a run", exc) from None
         # Known from the create response: uploads need no runs/get to find it.
@@ -174,13 +237,13 @@ class Tracker:
         if not (p or m or t):
             return
         try:
-            self.client.log_batch(run_id, metrics=m, params=p, tags=t)
+            self._call("log params/metrics", self.client.log_batch, run_id, metrics=m, params=p, tags=t)
         except Exception as exc:
             raise self._fail("log params/metrics", exc) from None
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         try:
-            self.client.set_terminated(run_id, status=status)
+            self._call(f"end run {run_id}", self.client.set_terminated, run_id, status=status)
         except Exception as exc:
             raise self._fail(f"end run {run_id} as {status}", exc) from None
 
@@ -188,13 +251,13 @@ class Tracker:
         try:
             repo = self._artifact_repo(run_id)
             if repo is None:
-                self.client.log_text(run_id, text, path)
+                self._call(f"upload {path}", self.client.log_text, run_id, text, path)
             else:
                 with tempfile.TemporaryDirectory() as tmp:
                     local = Path(tmp, Path(path).name)
                     local.write_text(text, encoding="utf-8")
                     parent = str(Path(path).parent)
-                    repo.log_artifact(str(local), None if parent == "." else parent)
+                    self._call(f"upload {path}", repo.log_artifact, str(local), None if parent == "." else parent)
         except Exception as exc:
             raise self._fail(f"upload {path}", exc, artifacts=True) from None
 
@@ -213,9 +276,9 @@ class Tracker:
             try:
                 repo = self._artifact_repo(run_id)
                 if repo is None:
-                    self.client.log_artifacts(run_id, str(path), "model")
+                    self._call("upload the model", self.client.log_artifacts, run_id, str(path), "model")
                 else:
-                    repo.log_artifacts(str(path), "model")
+                    self._call("upload the model", repo.log_artifacts, str(path), "model")
             except Exception as exc:
                 raise self._fail("upload the model", exc, artifacts=True) from None
         return f"runs:/{run_id}/model"
@@ -227,18 +290,33 @@ class Tracker:
         dataset = mlflow.data.from_pandas(frame, source=_source_class()(_fit_source(features.source)), targets=targets,
                                           name=f"features-{features.key[:12]}", digest=features.key[:36])
         try:
-            self.client.log_inputs(run_id, [DatasetInput(dataset._to_mlflow_entity(),
-                                                         [InputTag("mlflow.data.context", context)])])
+            self._call("log the dataset", self.client.log_inputs, run_id,
+                       [DatasetInput(dataset._to_mlflow_entity(), [InputTag("mlflow.data.context", context)])])
         except Exception as exc:
             raise self._fail("log the dataset", exc) from None
 
     def register(self, name: str, run_id: str, model_uri: str):
-        try:
+        def versions():
             try:
-                self.client.get_registered_model(name)
+                return self.client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+            except Exception as exc:
+                if _UNREACHABLE.search(str(exc)) or _GATEWAY.search(str(exc)):
+                    raise
+                return []  # a registry without run_id search: register as before
+
+        try:
+            # Idempotent: a sweep killed after registering (before recording it) registers once.
+            existing = self._call(f"look up model {name!r}", versions)
+            if existing:
+                return max(existing, key=lambda v: int(v.version))
+            try:
+                self._call(f"look up model {name!r}", self.client.get_registered_model, name)
+            except TrackingError:
+                raise
             except Exception:
-                self.client.create_registered_model(name)
-            return self.client.create_model_version(name, model_uri, run_id=run_id)
+                self._call(f"create model {name!r}", self.client.create_registered_model, name)
+            return self._call(f"register model {name!r}", self.client.create_model_version, name, model_uri,
+                              run_id=run_id)
         except Exception as exc:
             raise self._fail(f"register model {name!r}", exc) from None
 
@@ -249,6 +327,7 @@ class Tracker:
         return f"open {self.display_uri} (MLflow UI of the tracking server)"
 
 
+_GATEWAY = re.compile(r"Bad Gateway|Service Unavailable|Gateway Time-?out", re.IGNORECASE)
 _AUTH_DENIED = re.compile(r"\b(401|403)\b|PERMISSION_DENIED|UNAUTHENTICATED|signature|InvalidClientTokenId|"
                           r"UnrecognizedClient|ExpiredToken|AccessDenied", re.IGNORECASE)
 _UNREACHABLE = re.compile(r"Max retries exceeded|Failed to establish a new connection|Connection refused|"

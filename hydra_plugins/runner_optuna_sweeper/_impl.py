@@ -24,6 +24,7 @@ Flow of `python -m runner --multirun sweep=lightgbm`:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -33,12 +34,14 @@ import socket
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from runner.cache import kill_point as _kill_point
 from runner.errors import ConfigError, RunnerError
 from runner.secrets import redact_url, scrub
 
@@ -104,6 +107,83 @@ def make_storage(url: str):
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"hydra.sweeper.storage={shown}: cannot open the Optuna storage: "
                           f"{scrub(text, [url])[:300]}") from None
+
+
+@contextmanager
+def study_lock(url: str, study_name: str, timeout: float = 600.0):
+    """Mutual exclusion between every process sharing the study's storage, for the
+    sweep's once-per-study steps (creating the parent run, the summary/registration).
+
+    PostgreSQL: a session-level advisory lock (pg_advisory_lock on a key hashed from
+    the study name) on its own connection; MySQL/MariaDB: GET_LOCK. The server drops
+    either when the holder's connection closes, so a killed worker never leaves it
+    held. SQLite file / journal file (one machine): fcntl lock on a file beside it.
+    Other storages: no lock (a warning; start workers one at a time there).
+    """
+    name = f"runner_optuna:{study_name}"
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    if url.startswith(("postgresql", "postgres", "mysql", "mariadb")):
+        import sqlalchemy
+        from sqlalchemy.pool import NullPool
+
+        pg = url.startswith("postgres")
+        try:
+            engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+            conn = engine.connect()
+        except Exception as exc:
+            raise ConfigError(f"hydra.sweeper.storage={redact_url(url)}: cannot connect for the study lock: "
+                              f"{scrub(_first_line(exc), [url])[:300]}") from None
+        try:
+            if pg:
+                key = int.from_bytes(digest, "big", signed=True)
+                conn.execute(sqlalchemy.text(f"SET lock_timeout = '{int(timeout * 1000)}ms'"))
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            else:
+                got = conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, :t)"),
+                                   {"n": "runner_optuna:" + digest.hex(), "t": int(timeout)}).scalar()
+                if got != 1:
+                    raise ConfigError(f"study {study_name!r}: the study lock was not free within {timeout:.0f}s")
+            conn.commit()  # the lock is per session: it outlives this transaction
+            yield
+        finally:
+            conn.close()  # releases the lock (session end)
+            engine.dispose()
+        return
+    path = None
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        path = url[len("sqlite:///"):].split("?", 1)[0]
+    elif url.startswith("journal:"):
+        path = url[len("journal:"):]
+        path = path[2:] if path.startswith("//") else path
+    if path is None:
+        if not url.startswith("sqlite"):
+            log.warning("storage %s: no cross-process lock for the parent run and summary; start workers "
+                        "one at a time", redact_url(url).split(":", 1)[0])
+        yield
+        return
+    import fcntl
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.runner-lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _test_barrier(point: str) -> None:
+    """Test hook (tests/test_distributed.py): RUNNER_TEST_BARRIER=<point>:<dir>:<n> makes
+    the process wait at barrier(<point>) until n processes have reached it (at most 120 s)."""
+    spec = os.environ.get("RUNNER_TEST_BARRIER")
+    if not spec or not spec.startswith(point + ":"):
+        return
+    folder, _, n = spec[len(point) + 1:].rpartition(":")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    Path(folder, str(os.getpid())).touch()
+    deadline = time.monotonic() + 120
+    while len(list(Path(folder).iterdir())) < int(n) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _proc_start(pid: int) -> Optional[str]:
@@ -616,9 +696,17 @@ class RunnerOptunaSweeperImpl:
         return obj, {"name": name, "options": options}
 
     def _ensure_parent(self, study, tracker, task_cfg, arguments, tags) -> Tuple[str, bool]:
+        """The study's parent run: reused, or created by exactly one of the workers that start
+        the study together. The check-and-create runs under study_lock (an advisory lock on
+        PostgreSQL), so a second worker waits, then finds and reuses the first one's id."""
+        _test_barrier("parent")  # test hook: every worker gets here before any creates
+        with study_lock(self.storage_url, study.study_name):
+            return self._ensure_parent_locked(study, tracker, task_cfg, arguments, tags)
+
+    def _ensure_parent_locked(self, study, tracker, task_cfg, arguments, tags) -> Tuple[str, bool]:
         from runner.pipeline import base_tags
 
-        run_id = study.user_attrs.get("mlflow_parent_run_id")
+        run_id = study.user_attrs.get("mlflow_parent_run_id")  # read inside the lock
         if run_id:
             try:
                 run = tracker.client.get_run(run_id)
@@ -665,8 +753,9 @@ class RunnerOptunaSweeperImpl:
             if run_id:
                 self._end_child(tracker, run_id, reason)
                 failed_runs.add(run_id)
-        # Child runs created just before a kill, whose id never reached the study.
-        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        # Child runs created just before a kill, whose id never reached the study. Trial states
+        # are read after the run list: other workers sharing the study start and finish trials
+        # meanwhile, and only a child whose trial has FAILed (or is unknown) is an orphan.
         try:
             runs = tracker.client.search_runs(
                 [tracker.experiment_id()],
@@ -674,9 +763,10 @@ class RunnerOptunaSweeperImpl:
                 max_results=1000)
         except Exception as exc:
             raise tracker._fail("list running child runs", exc) from None
+        alive = {t.number for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
         for run in runs:
             number = run.data.tags.get("optuna.trial_number")
-            if run.info.run_id in failed_runs or (number is not None and int(number) in running):
+            if run.info.run_id in failed_runs or (number is not None and int(number) in alive):
                 continue
             self._end_child(tracker, run.info.run_id, "its trial is no longer running")
 
@@ -807,6 +897,7 @@ class RunnerOptunaSweeperImpl:
                 else:
                     outcome = execute_trial(trial, cfg, overrides, ctx, self.tracker)
                 self._tell(trial, outcome)
+                _kill_point("between_trials")  # test hook (runner/cache.py)
 
         threads = [threading.Thread(target=worker, name=f"runner-optuna-{i}", daemon=True) for i in range(n_jobs)]
         beat = threading.Thread(target=self._heartbeat, name="runner-optuna-heartbeat", daemon=True)
@@ -933,6 +1024,7 @@ class RunnerOptunaSweeperImpl:
         if len(self.directions) > 1:
             tags["best.pareto_trials"] = ",".join(str(t.number) for t in study.best_trials)
         tracker.log(pid, metrics=metrics, tags=tags, step=c["finished"])
+        _kill_point("summary")  # test hook (runner/cache.py)
         if rows:
             tracker.log_text(pid, table.to_csv(index=False), "optuna/top_trials.csv")
             tracker.log_text(pid, _markdown(table), "optuna/top_trials.md")
@@ -1024,6 +1116,7 @@ class RunnerOptunaSweeperImpl:
             booster = train(prepared, cfg.model).booster
         model_uri = tracker.log_model(run_id, booster, prepared.parts["valid"][0].head(5))
         version = tracker.register(name, run_id, model_uri)
+        _kill_point("register")  # test hook (runner/cache.py): registered, not yet recorded in the study
         study.set_user_attr("registered_model", {"name": name, "version": version.version, "trial": best.number})
         tracker.log(self.parent_run_id, tags={"best.registered_model": name,
                                               "best.registered_version": version.version,

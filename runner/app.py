@@ -48,7 +48,7 @@ def _report(result, tracker, cfg) -> None:
         f"  valid_{h}={m.get('valid_' + h):.4f}  test_{h}={m.get('test_' + h):.4f}  "
         f"best_iteration={int(m['best_iteration'])}",
         f"  features: cache {'hit' if f.cache_hit else 'miss'}, {f.feature_queries} feature queries, "
-        f"key {f.key[:16]}",
+        f"key {f.key[:16]}{'' if f.warehouse_started else ' (embedded warehouse not started)'}",
         f"  stored in: {tracker.display_uri} (experiment {cfg.tracker.experiment!r})",
         f"  open the UI: {tracker.ui_command()}",
     ]

@@ -11,6 +11,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .cache import FeatureCache, cache_key
@@ -38,6 +39,8 @@ class FeatureSet:
     seconds: float = 0.0
     # Served from the cache index because the warehouse was unreachable (version not checked).
     offline: bool = False
+    # False when an embedded-warehouse config was served from the cache without starting it.
+    warehouse_started: bool = True
 
 
 # Data settings that do not change which rows a feature definition yields.
@@ -76,6 +79,50 @@ def offline_features(data_cfg, cache: FeatureCache, reason: str) -> Optional[Fea
           flush=True)
     return FeatureSet(table=table, key=key, cache_hit=True, sql=source.get("query", ""), source=source,
                       path=str(cache.path(key)), offline=True)
+
+
+def embedded_digest(data_cfg) -> Optional[str]:
+    """For the embedded warehouse: a digest of everything that decides the features.
+
+    Its data is made by runner's seed script from the config, so the config, runner's
+    version and the source of the code that seeds and builds the features decide the
+    result: a warm run can skip starting the warehouse. None for other backends.
+    """
+    import hashlib
+    import importlib.util
+
+    from . import __version__
+
+    if data_cfg.get("backend") != "embedded":
+        return None
+    modules = ["runner.demo", "runner.features"]
+    target = (data_cfg.get("features") or {}).get("_target_")
+    if target:
+        modules.append(str(target).rsplit(".", 1)[0])
+    h = hashlib.sha256(f"{config_digest(data_cfg)}|{__version__}".encode())
+    for name in modules:
+        try:
+            spec = importlib.util.find_spec(name)
+            h.update(Path(spec.origin).read_bytes() if spec and spec.origin else name.encode())
+        except (ImportError, ValueError, OSError):
+            return None
+    return "embedded-" + h.hexdigest()[:32]
+
+
+def embedded_features(data_cfg, cache: FeatureCache) -> Optional[FeatureSet]:
+    """The cached features of an embedded-warehouse config, without starting the warehouse."""
+    if data_cfg.get("refresh"):
+        return None
+    digest = embedded_digest(data_cfg)
+    found = cache.last(digest) if digest else None
+    hit = cache.get(found[0]) if found else None
+    if hit is None:
+        return None
+    table, meta = hit
+    _check_frame(table, data_cfg)
+    source = dict(meta.get("source") or {})
+    return FeatureSet(table=table, key=found[0], cache_hit=True, sql=source.get("query", ""), source=source,
+                      path=str(cache.path(found[0])), warehouse_started=False)
 
 
 def check_identifier(value: str, setting: str, qualified: bool = False) -> None:
@@ -306,6 +353,8 @@ def load_features(wh, data_cfg, cache: FeatureCache, query_tag: Optional[str] = 
                     _check_frame(table, data_cfg)
                     cache.put(key, table, {"query_ids": feature_ids, "source": source})
     cache.remember(config_digest(data_cfg), key)
+    if (digest := embedded_digest(data_cfg)) is not None:
+        cache.remember(digest, key)
     query_ids = [q.query_id for q in history.queries]
     if hit is not None:
         table, _meta = hit

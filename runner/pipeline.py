@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import __version__
 from .cache import FeatureCache, kill_point
 from .errors import RunnerError, WarehouseError
-from .features import FeatureSet, load_features, offline_features, validate
+from .features import FeatureSet, embedded_features, load_features, offline_features, validate
 from .secrets import redact_url
 from .tracking import Tracker, flatten, git_state
 
@@ -81,8 +81,10 @@ def _prepared_data(cfg: DictConfig, query_tag: Optional[str]):
     validate(cfg.data)
     cache = FeatureCache(cfg.data.cache_dir)
     try:
-        with open_warehouse(cfg.data) as wh:
-            features = load_features(wh, cfg.data, cache, query_tag=query_tag)
+        features = embedded_features(cfg.data, cache)
+        if features is None:
+            with open_warehouse(cfg.data) as wh:
+                features = load_features(wh, cfg.data, cache, query_tag=query_tag)
     except WarehouseError as exc:
         # Unreachable (not refused, not a bad query): the last cached pull of this data config.
         offline = offline_features(cfg.data, cache, str(exc)) if _UNREACHABLE_WH.search(str(exc)) else None
@@ -169,6 +171,7 @@ def run_job(cfg: DictConfig, *, tracker: Optional[Tracker] = None, parent_run_id
             "runner.cache_key": features.key,
             "runner.warehouse.feature_queries": features.feature_queries,
             "runner.warehouse.query_ids": ",".join(features.query_ids) or "none",
+            "runner.warehouse.started": str(features.warehouse_started).lower(),
             "runner.objective": prepared.objective,
         })
         result = train(prepared, cfg.model, callbacks=callbacks)

@@ -87,8 +87,15 @@ def test_second_run_issues_no_feature_query(default_runs):
     newest = only_run(local_client(cwd))[0]
     assert newest.data.tags["runner.cache"] == "hit"
     assert newest.data.tags["runner.warehouse.feature_queries"] == "0"
+    # The embedded warehouse's data is decided by config + code: a warm run does not start it.
+    assert newest.data.tags["runner.warehouse.started"] == "false"
+    assert oldest_started(cwd) == "true"
     oldest = only_run(local_client(cwd))[-1]
     assert newest.data.metrics["valid_auc"] == oldest.data.metrics["valid_auc"]
+
+
+def oldest_started(cwd):
+    return only_run(local_client(cwd))[-1].data.tags["runner.warehouse.started"]
 
 
 def test_refresh_forces_a_fresh_pull(default_runs):

@@ -102,6 +102,7 @@ class Tracker:
         self._experiment_id: Optional[str] = None
         self._artifact_uris: Dict[str, str] = {}
         self._down_since: Optional[float] = None  # first failure of the current outage
+        self._reached = False  # any call answered yet (outages are ridden out only after that)
         self._outage_lock = threading.Lock()
 
     def _call(self, what: str, fn, *args, **kwargs):
@@ -112,6 +113,9 @@ class Tracker:
         tracker.outage_deadline seconds after the outage's first failure, shared by every
         thread of this Tracker; then one TrackingError naming the setting. Once past the
         deadline, later calls fail at their first unreachable answer (no second wait).
+        A server this Tracker has never reached is not waited for: a wrong tracker.uri
+        fails at once. S3 errors (boto3, artifacts on s3://) are not server outages:
+        botocore retries those itself (AWS_MAX_ATTEMPTS).
         """
         delay = 0.5
         while True:
@@ -119,8 +123,9 @@ class Tracker:
                 result = fn(*args, **kwargs)
             except Exception as exc:
                 text = str(exc)
-                if self.cfg.kind == "local" or not (_UNREACHABLE.search(text) or _GATEWAY.search(text)
-                                                    or "ConnectionError" in type(exc).__name__):
+                if self.cfg.kind == "local" or not self._reached or _from_boto(exc) or not (
+                        _UNREACHABLE.search(text) or _GATEWAY.search(text)
+                        or "ConnectionError" in type(exc).__name__):
                     raise
                 deadline = self.cfg.get("outage_deadline")
                 deadline = 300.0 if deadline is None else float(deadline)
@@ -128,9 +133,9 @@ class Tracker:
                     now = time.monotonic()
                     if self._down_since is None:
                         self._down_since = now
-                        log.warning("MLflow at tracker.uri=%s is unreachable (%s): retrying for up to "
-                                    "tracker.outage_deadline=%gs", self.display_uri,
-                                    (text.strip().splitlines() or [type(exc).__name__])[0][:160], deadline)
+                        _say(f"runner: MLflow at tracker.uri={self.display_uri} is unreachable "
+                             f"({(text.strip().splitlines() or [type(exc).__name__])[0][:160]}): retrying for "
+                             f"up to tracker.outage_deadline={deadline:g}s")
                     down_for = now - self._down_since
                 if down_for >= deadline:
                     raise TrackingError(
@@ -140,11 +145,12 @@ class Tracker:
                 time.sleep(max(0.05, min(delay, deadline - down_for)))
                 delay = min(delay * 2, 5.0)
                 continue
+            self._reached = True
             if self._down_since is not None:
                 with self._outage_lock:
                     if self._down_since is not None:
-                        log.warning("MLflow at tracker.uri=%s reachable again after %.0fs", self.display_uri,
-                                    time.monotonic() - self._down_since)
+                        _say(f"runner: MLflow at tracker.uri={self.display_uri} reachable again after "
+                             f"{time.monotonic() - self._down_since:.0f}s")
                         self._down_since = None
             return result
 
@@ -327,6 +333,15 @@ class Tracker:
         return f"open {self.display_uri} (MLflow UI of the tracking server)"
 
 
+def _say(text: str) -> None:
+    """A line for the user on stderr (outage start/end), whatever logging is configured."""
+    import sys
+
+    from .secrets import scrub
+
+    print(scrub(text), file=sys.stderr, flush=True)
+
+
 _GATEWAY = re.compile(r"Bad Gateway|Service Unavailable|Gateway Time-?out", re.IGNORECASE)
 _AUTH_DENIED = re.compile(r"\b(401|403)\b|PERMISSION_DENIED|UNAUTHENTICATED|signature|InvalidClientTokenId|"
                           r"UnrecognizedClient|ExpiredToken|AccessDenied", re.IGNORECASE)
@@ -360,6 +375,10 @@ def _hint(kind: str, exc: BaseException, text: str) -> Optional[str]:
         return ("cannot reach the MLflow server: check tracker.uri (host and port) and that the "
                 "server is running")
     return None
+
+
+def _from_boto(exc: BaseException) -> bool:
+    return (type(exc).__module__ or "").startswith(("botocore", "boto3"))
 
 
 def _artifact_hint(exc: BaseException, text: str) -> Optional[str]:

@@ -1,10 +1,15 @@
 """Bad input: one clear line naming the setting, non-zero exit, no run left RUNNING."""
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import run_runner
+from tests.support.servers import FakesnowProcess
+from tests.support.sigv4_proxy import Sigv4Proxy
 
 SMALL = ["data.demo.events=20000", "data.demo.customers=2000", "model.num_boost_round=10"]
 NO_FEATURES = ["data.features=null"]
@@ -34,6 +39,101 @@ CASES = [
     ("not-a-url-tracker", ["tracker=server", "tracker.uri=localhost-5000"], "tracker.uri", 2),
     ("malformed-arn", ["tracker=sagemaker", "tracker.uri=arn:aws:s3:::bucket"], "tracker.uri", 2),
 ]
+
+
+SWEEP = ["sweep=lightgbm", "hydra.sweeper.n_trials=1"]
+# Sweeps (--multirun): the search space, sampler, pruner and storage.
+SWEEP_CASES = [
+    ("unknown-sampler", ["hydra/sweeper/sampler=nope"], "hydra/sweeper/sampler", 1),
+    ("unknown-pruner", ["hydra/sweeper/pruner=nope"], "hydra/sweeper/pruner", 1),
+    ("space-low-above-high", ["model.params.num_leaves=int(interval(300, 255))"], "model.params.num_leaves", 2),
+    ("space-empty-choice", ["model.params.num_leaves=choice()"], "model.params.num_leaves=choice()", 1),
+    ("space-log-low-zero", ["model.params.learning_rate=tag(log, interval(0, 0.3))"],
+     "model.params.learning_rate", 2),
+    ("storage-unreachable", ["hydra.sweeper.storage=postgresql+psycopg2://runner@127.0.0.1:9/optuna"],
+     "hydra.sweeper.storage", 2),
+    ("storage-malformed", ["hydra.sweeper.storage=notaurl"], "hydra.sweeper.storage", 2),
+]
+
+
+def check_bad(res, cwd, needle, code):
+    """One line naming the setting, the exit code, no traceback, no run left RUNNING."""
+    assert res.returncode == code, res.stdout[-2000:] + res.stderr[-2000:]
+    assert needle in res.stderr, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    if code == 2:
+        errors = [l for l in res.stderr.splitlines() if l.startswith("runner: error:")]
+        assert len(errors) == 1 and needle in errors[0], res.stderr
+    db = cwd / "mlruns" / "mlflow.db"
+    if db.exists():
+        client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        assert all(r.info.status not in ("RUNNING", "FINISHED") for r in runs)
+
+
+@pytest.mark.parametrize("case_id,overrides,needle,code", SWEEP_CASES, ids=[c[0] for c in SWEEP_CASES])
+def test_bad_sweep_input(tmp_path_factory, case_id, overrides, needle, code):
+    cwd = tmp_path_factory.mktemp(case_id)
+    res = run_runner(SMALL + SWEEP + overrides, cwd, timeout=120, multirun=True)
+    check_bad(res, cwd, needle, code)
+
+
+def test_full_traceback_with_hydra_full_error(tmp_path):
+    res = run_runner(SMALL + ["data.label=NO_SUCH_COLUMN"], tmp_path, env={"HYDRA_FULL_ERROR": "1"}, timeout=120)
+    assert res.returncode != 0
+    assert "Traceback" in res.stderr and "data.label" in res.stderr
+
+
+def test_cache_folder_exists_but_is_not_writable(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    if os.geteuid() == 0:  # root ignores permission bits: make the folder immutable instead
+        subprocess.run(["chattr", "+i", str(cache)], check=True)
+    else:
+        cache.chmod(0o555)
+    try:
+        res = run_runner(SMALL + [f"data.cache_dir={cache}"], tmp_path, timeout=120)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(cache)], check=True)
+        cache.chmod(0o755)
+    check_bad(res, tmp_path, "data.cache_dir", 2)
+    assert "not writable" in res.stderr
+
+
+def test_wrong_aws_credentials(tmp_path, mlflow_server):
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/test"
+    with Sigv4Proxy(mlflow_server.url, access_key="AKIDRUNNERBAD", secret_key="the-right-secret",
+                    service="sagemaker-mlflow", arn=arn) as door:
+        env = {"AWS_ACCESS_KEY_ID": "AKIDRUNNERBAD", "AWS_SECRET_ACCESS_KEY": "a-wrong-secret",
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": os.devnull,
+               "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_EC2_METADATA_DISABLED": "true",
+               "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT": door.url}
+        res = run_runner(SMALL + ["tracker=sagemaker", f"tracker.uri={arn}"], tmp_path, env=env, timeout=120)
+        assert door.rejected and not door.requests  # refused at the door, nothing created
+    check_bad(res, tmp_path, "AWS credentials", 2)
+    assert "tracker.uri" in res.stderr
+
+
+def test_wrong_snowflake_credentials(tmp_path):
+    """fakesnow accepts any password: a front door refuses the login as an account would."""
+    server = FakesnowProcess(tmp_path / "fs").start()
+    try:
+        with Sigv4Proxy(f"http://127.0.0.1:{server.port}", verify=False, require_auth="Snowflake Token=\"x\"") as door:
+            home = tmp_path / "sfhome"
+            home.mkdir()
+            toml = home / "connections.toml"
+            toml.write_text(f'[test]\naccount = "fakesnow"\nuser = "fake"\npassword = "wrong-password"\n'
+                            f'host = "127.0.0.1"\nport = {door.port}\nprotocol = "http"\ndatabase = "DEMO"\n'
+                            f'schema = "PUBLIC"\nnetwork_timeout = 3\n')
+            toml.chmod(0o600)
+            res = run_runner(SMALL + ["data=snowflake", "data.connection_name=test", "data.cache_dir=cache"],
+                             tmp_path, env={"SNOWFLAKE_HOME": str(home)}, timeout=300)
+            assert door.rejected
+    finally:
+        server.stop()
+    check_bad(res, tmp_path, "data.connection_name=test", 2)
+    assert "wrong-password" not in res.stderr + res.stdout
 
 
 @pytest.mark.parametrize("case_id,overrides,needle,code", CASES, ids=[c[0] for c in CASES])

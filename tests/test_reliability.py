@@ -157,3 +157,156 @@ def test_sigkill_and_resume(point, nth, tmp_path, mlflow_server, warm_cache):
     assert f"{N_TRIALS}/{N_TRIALS} trials finished" in again.stdout
     check_study_and_runs(tmp_path, client, experiment, model, parent_id)
     check_cache(cache_dir)
+
+
+# ------------------------------------------------------------------ 2. tracking outage
+
+
+@pytest.fixture(scope="module")
+def outage_server(tmp_path_factory):
+    """A server of our own: these tests stop and start it (same port, same data)."""
+    server = MlflowServer(tmp_path_factory.mktemp("outage_mlflow")).start()
+    yield server
+    server.stop()
+
+
+def start_sweep(args, cwd: Path, env=None) -> subprocess.Popen:
+    full = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "runner", "--multirun", *args], cwd=cwd, env=full,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_children(client: MlflowClient, experiment: str, n: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        try:
+            if len([c for c in runs(client, experiment)[1] if c.info.status != "RUNNING"]) >= n:
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {n} finished child runs after 300s")
+
+
+def test_tracking_outage_of_10s_mid_sweep(tmp_path, outage_server, warm_cache):
+    experiment, model = unique("outage"), unique("model")
+    client = MlflowClient(outage_server.url)
+    proc = start_sweep(sweep_args(outage_server.url, experiment, model, warm_cache), tmp_path)
+    try:
+        wait_for_children(client, experiment, 3, proc)
+        outage_server.stop()
+        time.sleep(10)  # the outage: 10 s plus the server's own restart time
+        outage_server.start()
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-4000:]
+    assert "is unreachable" in err and "reachable again" in err, err[-3000:]
+    parent_id = study_of(tmp_path).user_attrs["mlflow_parent_run_id"]
+    check_study_and_runs(tmp_path, client, experiment, model, parent_id)  # nothing missing, model there
+
+
+def test_tracking_outage_past_the_deadline_stops_and_resumes(tmp_path, outage_server, warm_cache):
+    experiment, model = unique("deadline"), unique("model")
+    client = MlflowClient(outage_server.url)
+    args = sweep_args(outage_server.url, experiment, model, warm_cache)
+    proc = start_sweep([*args, "tracker.outage_deadline=3"], tmp_path)
+    try:
+        wait_for_children(client, experiment, 3, proc)
+        outage_server.stop()
+        out, err = proc.communicate(timeout=300)  # down for good: the sweep must give up by itself
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        outage_server.start()
+    assert proc.returncode == 2, err[-4000:]
+    errors = [line for line in err.splitlines() if line.startswith("runner: error:")]
+    assert len(errors) == 1 and "tracker.outage_deadline=3s" in errors[0], err[-3000:]
+    assert "Traceback" not in err and "is unreachable" in err
+    kept = [t for t in study_of(tmp_path).trials if t.state in (S.COMPLETE, S.PRUNED)]
+    assert len(kept) >= 3  # the finished trials stay in the Optuna storage
+
+    again = run_runner(args, tmp_path, multirun=True)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert f"{N_TRIALS}/{N_TRIALS} trials finished" in again.stdout
+    parent_id = study_of(tmp_path).user_attrs["mlflow_parent_run_id"]
+    check_study_and_runs(tmp_path, client, experiment, model, parent_id)
+    # the rerun says what it found: the kept trials, and any child run the outage left RUNNING
+    # (ended as Optuna has it: FINISHED/KILLED with missing values filled, else FAILED)
+    assert f"resumed, {len(kept)}/{N_TRIALS} trials finished" in again.stderr, again.stderr[-3000:]
+
+
+# ------------------------------------------------------------------ 3. warehouse outage
+
+NOPS = [r"^ALTER SESSION SET QUERY_TAG.*", r"^ALTER SESSION UNSET QUERY_TAG.*",
+        r"^select system\$cancel_all_queries.*"]
+
+
+def snowflake_home(root: Path, port: int) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    nops = ", ".join(f"'{r}'" for r in NOPS)
+    path = root / "connections.toml"
+    path.write_text(f'[test]\naccount = "fakesnow"\nuser = "fake"\npassword = "snow"\nhost = "127.0.0.1"\n'
+                    f'port = {port}\nprotocol = "http"\ndatabase = "DEMO"\nschema = "PUBLIC"\n'
+                    f'network_timeout = 3\n\n[test.session_parameters]\nnop_regexes = [{nops}]\n')
+    path.chmod(0o600)
+    return root
+
+
+def local_runs(cwd: Path):
+    db = cwd / "mlruns" / "mlflow.db"
+    if not db.exists():
+        return []
+    client = MlflowClient(f"sqlite:///{db}")
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_warehouse_unreachable_at_start(tmp_path):
+    server = FakesnowProcess(tmp_path / "fs").start()
+    server.stop()  # a warehouse that was there and is gone: nothing listens on its port
+    home = snowflake_home(tmp_path / "sfhome", server.port)
+    res = run_runner(["data=snowflake", "data.connection_name=test", "data.cache_dir=cache", *TINY], tmp_path,
+                     env={"SNOWFLAKE_HOME": str(home)}, timeout=300)
+    assert res.returncode == 2, res.stderr[-3000:]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("runner: error:")]
+    assert len(errors) == 1 and "data.connection_name=test" in errors[0], res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    assert not [r for r in local_runs(tmp_path) if r.info.status in ("FINISHED", "RUNNING")]
+
+
+def test_warehouse_unreachable_after_the_cache_is_filled(tmp_path):
+    import snowflake.connector
+    from types import SimpleNamespace
+
+    from runner.demo import seed_sql
+
+    server = FakesnowProcess(tmp_path / "fs").start()
+    try:
+        conn = snowflake.connector.connect(**server.connect_kwargs())
+        try:
+            for stmt in seed_sql("DEMO", "PUBLIC", SimpleNamespace(seed=7, customers=2000, events=20000)):
+                conn.cursor().execute(stmt)
+        finally:
+            conn.close()
+        home = snowflake_home(tmp_path / "sfhome", server.port)
+        args = ["data=snowflake", "data.connection_name=test", "data.cache_dir=cache", *TINY]
+        env = {"SNOWFLAKE_HOME": str(home)}
+        first = run_runner(args, tmp_path, env=env, timeout=300)
+        assert first.returncode == 0, first.stderr[-3000:]
+    finally:
+        server.stop()
+    offline = run_runner(args, tmp_path, env=env, timeout=300)
+    assert offline.returncode == 0, offline.stderr[-3000:]
+    assert "warehouse unreachable" in offline.stdout and "proceeding from the feature cache" in offline.stdout
+    finished = sorted((r for r in local_runs(tmp_path) if r.info.status == "FINISHED"),
+                      key=lambda r: r.info.start_time)
+    assert [r.data.tags["runner.cache"] for r in finished] == ["miss", "offline-hit"]
+    assert finished[0].data.tags["runner.cache_key"] == finished[1].data.tags["runner.cache_key"]
+    # refresh=true asks for the warehouse itself: no silent fallback
+    forced = run_runner([*args, "data.refresh=true"], tmp_path, env=env, timeout=300)
+    assert forced.returncode == 2 and "data.connection_name=test" in forced.stderr
+    check_cache(str(tmp_path / "cache"))

@@ -102,7 +102,12 @@ def make_storage(url: str):
         if url.startswith("sqlite:"):
             # Several worker threads write: wait for the file lock instead of failing.
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-        return optuna.storages.RDBStorage(url, **kwargs)
+        # Workers starting together on an empty database would race creating Optuna's tables
+        # (PostgreSQL: UniqueViolation on pg_type): one creates them, the others wait.
+        with study_lock(url, "<optuna schema>"):
+            return optuna.storages.RDBStorage(url, **kwargs)
+    except ConfigError:
+        raise
     except Exception as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"hydra.sweeper.storage={shown}: cannot open the Optuna storage: "
@@ -356,7 +361,8 @@ def execute_trial(trial, cfg: DictConfig, overrides: Sequence[str], ctx: TrialCo
     try:
         result = run_job(cfg, tracker=tracker, parent_run_id=ctx.parent_run_id, run_name=f"trial-{trial.number}",
                          extra_tags={"optuna.trial_number": trial.number, "optuna.study_name": ctx.study_name,
-                                     "runner.sweep": "runner_optuna"},
+                                     "runner.sweep": "runner_optuna",
+                                     "runner.worker": f"{socket.gethostname()}:{os.getpid()}"},
                          callbacks=[callback], log_model=False, on_run=on_run, job_overrides=list(overrides),
                          final_tags=final_tags)
     except BaseException as exc:  # noqa: BLE001 - every outcome is reported to Optuna
@@ -403,6 +409,7 @@ def launched_trial(cfg: DictConfig) -> Dict[str, Any]:
         storage_url = os.environ[ENV_STORAGE]
         study = optuna.load_study(study_name=os.environ[ENV_STUDY], storage=make_storage(storage_url))
         trial = optuna.trial.Trial(study, int(os.environ[ENV_TRIAL]))
+        trial.set_user_attr("runner.worker", owner_info())  # the launcher's process running it
         metrics = os.environ[ENV_METRICS].split(",")
         ctx = TrialContext(study_name=study.study_name, parent_run_id=os.environ.get(ENV_PARENT) or None,
                            metrics=metrics, directions=[d.name.lower() for d in study.directions],
@@ -633,7 +640,17 @@ class RunnerOptunaSweeperImpl:
             self.loop_seconds = time.perf_counter() - loop_started
             if self._fatal:
                 raise _Fatal(self._fatal)
-            summary = self._finish(study, tracker, task_cfg)
+            others = self._others_running()
+            if others:
+                # Workers sharing the study: the last one to finish writes the summary, registers
+                # the model and ends the parent run; this one leaves the parent RUNNING.
+                parent_status = None
+                self._say(f"runner: study {study_name!r}: this worker ran {self._session_done} trials; "
+                          f"{others} trial(s) still running in other workers: the last worker to finish "
+                          f"writes the summary and ends parent run {self.parent_run_id}")
+                return {"best_trial": None, "best_values": None, "parent_run_id": self.parent_run_id}
+            with study_lock(self.storage_url, study_name):  # one summary/registration at a time
+                summary = self._finish(study, tracker, task_cfg)
             parent_status = "FINISHED"
             return summary
         except KeyboardInterrupt:
@@ -643,10 +660,22 @@ class RunnerOptunaSweeperImpl:
             raise ConfigError(str(exc)) from None
         finally:
             self.stop.set()
+            if parent_status not in (None, "FINISHED"):
+                try:
+                    if self._others_running():
+                        log.warning("parent run %s left RUNNING: other workers still run trials of the study",
+                                    self.parent_run_id)
+                        parent_status = None
+                except Exception:
+                    pass
             try:
+                if parent_status is None:
+                    raise _Deferred()
                 tracker.log(self.parent_run_id, tags={"runner.sweep.status": parent_status,
                                                       **({"runner.error": self._fatal} if self._fatal else {})})
                 tracker.end(self.parent_run_id, parent_status)
+            except _Deferred:
+                pass
             except RunnerError as exc:
                 log.error("%s", exc)
 
@@ -763,12 +792,39 @@ class RunnerOptunaSweeperImpl:
                 max_results=1000)
         except Exception as exc:
             raise tracker._fail("list running child runs", exc) from None
-        alive = {t.number for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        alive = {n for n, t in trials.items() if t.state != TrialState.FAIL}
         for run in runs:
             number = run.data.tags.get("optuna.trial_number")
+            t = trials.get(int(number)) if number is not None else None
+            if t is not None and t.state in (TrialState.COMPLETE, TrialState.PRUNED) and \
+                    t.user_attrs.get("mlflow_run_id") == run.info.run_id:
+                self._finish_child(tracker, run, t)  # finished in Optuna; MLflow missed its end
+                continue
             if run.info.run_id in failed_runs or (number is not None and int(number) in alive):
                 continue
+            self._say(f"runner: child run {run.info.run_id} (trial {number}) was left RUNNING but its trial "
+                      f"is {t.state.name if t is not None else 'unknown'} in Optuna: marked FAILED")
             self._end_child(tracker, run.info.run_id, "its trial is no longer running")
+
+    def _finish_child(self, tracker, run, t) -> None:
+        """A trial finished in Optuna whose child run never got its end (e.g. a tracking outage):
+        fill what is missing from the study and end it as Optuna has it."""
+        TrialState = _states()
+        status = "FINISHED" if t.state == TrialState.COMPLETE else "KILLED"
+        metrics = {m: v for m, v in zip(self.metrics, t.values or []) if m not in run.data.metrics}
+        params = {k: v for k, v in t.params.items() if k not in run.data.params}
+        try:
+            tracker.log(run.info.run_id, metrics=metrics, params=params,
+                        tags={"optuna.state": t.state.name, "runner.resume.filled": "end" +
+                              "".join(f",{k}" for k in [*metrics, *params])})
+            tracker.end(run.info.run_id, status)
+        except RunnerError as exc:
+            log.warning("could not end child run %s of trial %d: %s", run.info.run_id, t.number, exc)
+            return
+        self._say(f"runner: trial {t.number} finished in Optuna ({t.state.name}) but its MLflow run "
+                  f"{run.info.run_id} was left RUNNING: ended {status}"
+                  + (f", filled missing {', '.join([*metrics, *params])}" if metrics or params else ""))
 
     def _end_child(self, tracker, run_id: str, reason: str) -> None:
         try:
@@ -813,6 +869,21 @@ class RunnerOptunaSweeperImpl:
         c["best"] = best
         return c
 
+    def _others_running(self) -> int:
+        """RUNNING trials of the study owned by other live processes (workers sharing it)."""
+        TrialState = _states()
+        me = owner_info()
+        timeout = float(self.s.get("heartbeat_timeout") or 600)
+        n = 0
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            owner = t.user_attrs.get("runner.owner") or {}
+            if owner.get("host") == me["host"] and owner.get("pid") == me["pid"]:
+                continue
+            started = t.datetime_start.timestamp() if t.datetime_start else None
+            if stale_reason(t.user_attrs, started, timeout) is None:
+                n += 1
+        return n
+
     def _ask(self):
         """A new trial, or None when the budget is (about to be) spent. Serialized in-process."""
         TrialState = _states()
@@ -836,6 +907,8 @@ class RunnerOptunaSweeperImpl:
     def _tell(self, trial, outcome: Outcome) -> None:
         TrialState = _states()
         try:
+            if outcome.feature_queries:  # summed over the study's trials for the parent run
+                trial.set_user_attr("feature_queries", outcome.feature_queries)
             if outcome.state == "COMPLETE":
                 self.study.tell(trial, outcome.values)
             elif outcome.state == "PRUNED":
@@ -1013,7 +1086,18 @@ class RunnerOptunaSweeperImpl:
         metrics: Dict[str, float] = {"trials_complete": c["complete"], "trials_pruned": c["pruned"],
                                      "trials_failed": c["failed"], "sweep_seconds": time.perf_counter() - self.started,
                                      "trial_loop_seconds": self.loop_seconds}
-        tags: Dict[str, Any] = {"runner.warehouse.feature_queries": self._feature_queries}
+        # Study totals (every worker's trials), not just this process's.
+        TrialState = _states()
+        finished = [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        study_queries = sum(int(t.user_attrs.get("feature_queries") or 0) for t in study.get_trials(deepcopy=False))
+        tags: Dict[str, Any] = {"runner.warehouse.feature_queries": study_queries or self._feature_queries}
+        workers: Dict[str, int] = {}
+        for t in finished:
+            owner = t.user_attrs.get("runner.owner") or {}
+            name = f"{owner.get('host', '?')}:{owner.get('pid', '?')}"
+            workers[name] = workers.get(name, 0) + 1
+        if len(workers) > 1:
+            tags["optuna.workers"] = json.dumps(workers)
         if best is not None:
             for m, v in zip(self.metrics, best.values):
                 metrics[f"best_{m}"] = v
@@ -1023,13 +1107,23 @@ class RunnerOptunaSweeperImpl:
             tags.update({f"best.param.{k}": v for k, v in best.params.items()})
         if len(self.directions) > 1:
             tags["best.pareto_trials"] = ",".join(str(t.number) for t in study.best_trials)
-        tracker.log(pid, metrics=metrics, tags=tags, step=c["finished"])
-        _kill_point("summary")  # test hook (runner/cache.py)
-        if rows:
-            tracker.log_text(pid, table.to_csv(index=False), "optuna/top_trials.csv")
-            tracker.log_text(pid, _markdown(table), "optuna/top_trials.md")
-        self._plots(study, tracker, pid, c)
-        registered = self._register(study, tracker, task_cfg, best)
+        # Workers sharing a study may each reach the end: the summary of a given study state
+        # is written once (callers hold study_lock), a later identical one only printed.
+        state_key = {"finished": c["finished"], "complete": c["complete"], "pruned": c["pruned"],
+                     "best": best.number if best else None}
+        if study.user_attrs.get("runner.summary") != state_key:
+            tracker.log(pid, metrics=metrics, tags=tags, step=c["finished"])
+            _kill_point("summary")  # test hook (runner/cache.py)
+            if rows:
+                tracker.log_text(pid, table.to_csv(index=False), "optuna/top_trials.csv")
+                tracker.log_text(pid, _markdown(table), "optuna/top_trials.md")
+            self._plots(study, tracker, pid, c)
+            registered = self._register(study, tracker, task_cfg, best)
+            study.set_user_attr("runner.summary", state_key)
+        else:
+            done = study.user_attrs.get("registered_model") or {}
+            registered = (f"{done.get('name')} v{done.get('version')} (already, trial {done.get('trial')})"
+                          if best is not None and done.get("trial") == best.number else None)
 
         # the summary on stdout
         took = time.perf_counter() - self.started
@@ -1040,6 +1134,8 @@ class RunnerOptunaSweeperImpl:
                  f"  parent run {pid} in {tracker.display_uri} (experiment {tracker.cfg.experiment!r})"]
         if self._stop_reason:
             lines.append(f"  stopped early: {self._stop_reason}")
+        if len(workers) > 1:
+            lines.append("  trials per worker: " + ", ".join(f"{k} {v}" for k, v in sorted(workers.items())))
         if rows:
             lines.append(_text_table(table))
         if registered:
@@ -1126,6 +1222,10 @@ class RunnerOptunaSweeperImpl:
 
 class _Fatal(Exception):
     pass
+
+
+class _Deferred(Exception):
+    """The parent run is ended by another worker of the study."""
 
 
 def _markdown(table) -> str:

@@ -69,6 +69,12 @@ class ParentRunCallback(Callback):
         atexit.register(self._end, "FAILED")
         print(f"runner: multirun parent run {self.run_id} in {self.tracker.display_uri}", flush=True)
 
+    def __getstate__(self) -> dict:
+        # Process launchers (joblib/loky, submitit) pickle the Hydra context with its callbacks
+        # into every job; the parent run is this process's business (its client holds locks),
+        # so workers get an inert copy and find the parent id in RUNNER_PARENT_RUN_ID.
+        return {"run_id": None, "tracker": None, "_previous": None}
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._end("FINISHED")
 

@@ -20,6 +20,8 @@ from typing import Any, Dict, Iterable, Optional
 
 from .errors import ConfigError, TrackingError
 from .secrets import redact_url
+from .secrets import scrub as _scrub
+from .secrets import secret_values as _secret_values
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,9 @@ def flatten(node: Any, prefix: str = "") -> Dict[str, Any]:
     return out
 
 
+_SECRET_VALUES = bool(_secret_values())
+
+
 def _fit(kind: str, key: str, value: Any, limit: int) -> Optional[str]:
     from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH
 
@@ -70,6 +75,8 @@ def _fit(kind: str, key: str, value: Any, limit: int) -> Optional[str]:
                     MAX_ENTITY_KEY_LENGTH)
         return None
     text = "None" if value is None else str(value)
+    if "@" in text or _SECRET_VALUES:
+        text = _scrub(text)  # user:password@ in URLs (tracker.uri, storage) and known secret values
     if len(text) > limit:
         log.warning("%s %r truncated to MLflow's %d characters", kind, key, limit)
         text = text[: limit - 15] + "...[truncated]"
@@ -102,7 +109,6 @@ class Tracker:
         self._experiment_id: Optional[str] = None
         self._artifact_uris: Dict[str, str] = {}
         self._down_since: Optional[float] = None  # first failure of the current outage
-        self._reached = False  # any call answered yet (outages are ridden out only after that)
         self._outage_lock = threading.Lock()
 
     def _call(self, what: str, fn, *args, **kwargs):
@@ -113,9 +119,10 @@ class Tracker:
         tracker.outage_deadline seconds after the outage's first failure, shared by every
         thread of this Tracker; then one TrackingError naming the setting. Once past the
         deadline, later calls fail at their first unreachable answer (no second wait).
-        A server this Tracker has never reached is not waited for: a wrong tracker.uri
-        fails at once. S3 errors (boto3, artifacts on s3://) are not server outages:
-        botocore retries those itself (AWS_MAX_ATTEMPTS).
+        A server never reached from this process (or, through RUNNER_TRACKER_REACHED,
+        from the sweep that started it) is not waited for: a wrong tracker.uri fails at
+        once. S3 errors (boto3, artifacts on s3://) are not server outages: botocore
+        retries those itself (AWS_MAX_ATTEMPTS).
         """
         delay = 0.5
         while True:
@@ -123,7 +130,7 @@ class Tracker:
                 result = fn(*args, **kwargs)
             except Exception as exc:
                 text = str(exc)
-                if self.cfg.kind == "local" or not self._reached or _from_boto(exc) or not (
+                if self.cfg.kind == "local" or not self._reached() or _from_boto(exc) or not (
                         _UNREACHABLE.search(text) or _GATEWAY.search(text)
                         or "ConnectionError" in type(exc).__name__):
                     raise
@@ -145,7 +152,9 @@ class Tracker:
                 time.sleep(max(0.05, min(delay, deadline - down_for)))
                 delay = min(delay * 2, 5.0)
                 continue
-            self._reached = True
+            if self.uri not in _REACHED:
+                _REACHED.add(self.uri)
+                os.environ[_REACHED_ENV] = self.uri  # launcher jobs started from here inherit it
             if self._down_since is not None:
                 with self._outage_lock:
                     if self._down_since is not None:
@@ -153,6 +162,10 @@ class Tracker:
                              f"{time.monotonic() - self._down_since:.0f}s")
                         self._down_since = None
             return result
+
+    def _reached(self) -> bool:
+        """Has this server answered before (outages are ridden out only after that)?"""
+        return self.uri in _REACHED or os.environ.get(_REACHED_ENV) == self.uri
 
     def _fail(self, what: str, exc: BaseException, artifacts: bool = False) -> TrackingError:
         if isinstance(exc, TrackingError):
@@ -254,6 +267,7 @@ class Tracker:
             raise self._fail(f"end run {run_id} as {status}", exc) from None
 
     def log_text(self, run_id: str, text: str, path: str) -> None:
+        text = _scrub(text)  # the resolved config may hold a URL typed with user:password@
         try:
             repo = self._artifact_repo(run_id)
             if repo is None:
@@ -375,6 +389,10 @@ def _hint(kind: str, exc: BaseException, text: str) -> Optional[str]:
         return ("cannot reach the MLflow server: check tracker.uri (host and port) and that the "
                 "server is running")
     return None
+
+
+_REACHED: set = set()  # tracking URIs that answered in this process
+_REACHED_ENV = "RUNNER_TRACKER_REACHED"
 
 
 def _from_boto(exc: BaseException) -> bool:

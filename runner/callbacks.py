@@ -9,6 +9,7 @@ import atexit
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
@@ -40,14 +41,14 @@ class ParentRunCallback(Callback):
             return
         from .errors import RunnerError
         from .pipeline import base_tags
-        from .secrets import install_log_filter, redact_url
+        from .secrets import install_log_filter, scrub
         from .tracking import Tracker
 
         install_log_filter()
         task = OmegaConf.to_container(config, resolve=False)
         task.pop("hydra", None)
         task_cfg = OmegaConf.create(task)
-        overrides = [redact_url(o) for o in OmegaConf.to_container(config.hydra.overrides.task)]
+        overrides = [scrub(o) for o in OmegaConf.to_container(config.hydra.overrides.task)]
         try:
             self.tracker = Tracker(task_cfg.tracker)
             self._previous = os.environ.get(PARENT_ENV)
@@ -77,6 +78,29 @@ class ParentRunCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._end("FINISHED")
+        _redact_files([Path(str(config.hydra.sweep.dir), "multirun.yaml")])
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hydra has just saved the job's config.yaml/hydra.yaml/overrides.yaml as typed: mask
+        passwords in URLs (e.g. a storage or tracking URL with user:password@) in them."""
+        subdir = OmegaConf.select(config, "hydra.output_subdir")
+        if subdir is None:
+            return
+        folder = Path(str(config.hydra.runtime.output_dir), str(subdir))
+        _redact_files([folder / name for name in ("config.yaml", "hydra.yaml", "overrides.yaml")])
+
+
+def _redact_files(paths) -> None:
+    from .secrets import scrub
+
+    for path in paths:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        clean = scrub(text)
+        if clean != text:
+            path.write_text(clean)
 
     def _end(self, status: str) -> None:
         if not self.run_id:

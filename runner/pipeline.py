@@ -21,7 +21,7 @@ from . import __version__
 from .cache import FeatureCache, kill_point
 from .errors import RunnerError, WarehouseError
 from .features import FeatureSet, embedded_features, load_features, offline_features, validate
-from .secrets import redact_url
+from .secrets import scrub
 from .tracking import Tracker, flatten, git_state
 
 log = logging.getLogger(__name__)
@@ -100,11 +100,11 @@ def _prepared_data(cfg: DictConfig, query_tag: Optional[str]):
 def overrides(explicit: Optional[Sequence[str]] = None) -> List[str]:
     """The job's Hydra overrides (explicit ones when a sweeper runs trials in threads)."""
     if explicit is not None:
-        return [redact_url(o) for o in explicit]
+        return [scrub(o) for o in explicit]  # "key=scheme://user:pw@host": scrub, not redact_url
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return [redact_url(o) for o in HydraConfig.get().overrides.task]
+        return [scrub(o) for o in HydraConfig.get().overrides.task]
     except Exception:  # not under Hydra (tests calling run_job directly)
         return []
 

@@ -962,7 +962,7 @@ class RunnerOptunaSweeperImpl:
                     continue
                 overrides = self.fixed_args + self.space.overrides(trial.params)
                 try:
-                    trial.set_user_attr("overrides", overrides)
+                    trial.set_user_attr("overrides", [scrub(o) for o in overrides])
                     cfg = self.trial_config(trial.params)
                 except Exception as exc:
                     outcome = Outcome("FAIL", error=f"ConfigError: composing the trial's config failed: "
@@ -1020,7 +1020,7 @@ class RunnerOptunaSweeperImpl:
             jobs = []
             for trial in batch:
                 overrides = self.fixed_args + self.space.overrides(trial.params)
-                trial.set_user_attr("overrides", overrides)
+                trial.set_user_attr("overrides", [scrub(o) for o in overrides])
                 sets = {**env, ENV_TRIAL: str(trial._trial_id)}
                 jobs.append(overrides + [f"++hydra.job.env_set.{k}={encode(v)}" for k, v in sets.items()])
             returns = self.launcher.launch(jobs, initial_job_idx=job_idx)

@@ -30,7 +30,11 @@ TINY = ["data.demo.events=20000", "data.demo.customers=2000", "model.num_boost_r
 N_TRIALS = 12
 S = optuna.trial.TrialState
 # (point, n-th time it is reached in the killed process)
-KILL_POINTS = [("feature_pull", 1), ("trial", 3), ("between_trials", 2), ("summary", 1), ("register", 1)]
+# The default run covers three points; `-m kill_all` runs the other two (suite time on 2 cores).
+_ALL = pytest.mark.kill_all
+KILL_POINTS = [pytest.param("feature_pull", 1, id="feature_pull"), pytest.param("trial", 3, id="trial"),
+               pytest.param("between_trials", 2, marks=_ALL, id="between_trials"),
+               pytest.param("summary", 1, marks=_ALL, id="summary"), pytest.param("register", 1, id="register")]
 
 
 def unique(prefix: str) -> str:
@@ -133,8 +137,10 @@ def check_study_and_runs(cwd: Path, client: MlflowClient, experiment: str, model
 # ------------------------------------------------------------------ 1. crash and resume
 
 
-@pytest.mark.parametrize("point,nth", KILL_POINTS, ids=[p for p, _ in KILL_POINTS])
-def test_sigkill_and_resume(point, nth, tmp_path, mlflow_server, warm_cache):
+@pytest.mark.parametrize("point,nth", KILL_POINTS)
+def test_sigkill_and_resume(point, nth, tmp_path, mlflow_server, warm_cache, request):
+    if point in ("between_trials", "summary") and "kill_all" not in (request.config.option.markexpr or ""):
+        pytest.skip("run with -m kill_all (all five kill points)")
     experiment, model = unique(f"kill-{point}"), unique("model")
     # The feature pull needs a cold cache; the other points reuse the warm one.
     cache_dir = str(tmp_path / "cache") if point == "feature_pull" else warm_cache
@@ -310,3 +316,74 @@ def test_warehouse_unreachable_after_the_cache_is_filled(tmp_path):
     forced = run_runner([*args, "data.refresh=true"], tmp_path, env=env, timeout=300)
     assert forced.returncode == 2 and "data.connection_name=test" in forced.stderr
     check_cache(str(tmp_path / "cache"))
+
+
+# ------------------------------------------------------------------ 6. load
+
+def _vm_hwm_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _finished(db: Path) -> int:
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("select count(*) from trials where state in ('COMPLETE', 'PRUNED')").fetchone()[0]
+    except sqlite3.Error:
+        return -1
+
+
+@pytest.mark.parametrize("n_trials", [60, pytest.param(200, marks=pytest.mark.load)], ids=["60", "200"])
+def test_load_sweep_memory_does_not_grow(n_trials, tmp_path, mlflow_server, warm_cache, request):
+    """n_jobs=2 against a real mlflow server: every trial a child of one parent, FINISHED or
+    pruned (KILLED); peak RSS (VmHWM) after 50 trials vs after all of them. The 200-trial
+    run only with `-m load` (it takes minutes on 2 cores)."""
+    if n_trials > 60 and "load" not in (request.config.option.markexpr or ""):
+        pytest.skip("the 200-trial load sweep runs with -m load")
+    experiment = unique("load")
+    args = ["sweep=lightgbm", *TINY, f"hydra.sweeper.n_trials={n_trials}", "hydra.sweeper.n_jobs=2",
+            f"data.cache_dir={warm_cache}", "tracker=server", f"tracker.uri={mlflow_server.url}",
+            f"tracker.experiment={experiment}", "hydra.sweeper.progress=false"]
+    full = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    db = tmp_path / ".runner" / "optuna" / "runner-lightgbm.db"
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "runner", "--multirun", *args], cwd=tmp_path, env=full,
+                                stdout=out, stderr=err)
+        hwm = {}
+        try:
+            while True:  # wait4, not poll(): the exit's rusage (ru_maxrss) of this very child
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    break
+                done = _finished(db)
+                try:
+                    peak = _vm_hwm_kb(proc.pid)
+                except OSError:
+                    continue
+                for mark in (50, n_trials):
+                    if mark not in hwm and done >= mark:
+                        hwm[mark] = peak
+                time.sleep(0.2)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, (tmp_path / "err").read_text()[-3000:]
+    parents, children = runs(MlflowClient(mlflow_server.url), experiment)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == n_trials
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert Counter(c.info.status for c in children).keys() <= {"FINISHED", "KILLED"}
+    assert 50 in hwm and n_trials in hwm, hwm
+    mb = {k: v / 1024 for k, v in hwm.items()}
+    print(f"\nload: {n_trials} trials, peak RSS after 50 trials {mb[50]:.0f} MB, after {n_trials} "
+          f"{mb[n_trials]:.0f} MB, at exit {usage.ru_maxrss / 1024:.0f} MB")
+    request.node.user_properties.append(("peak_rss_mb", mb))
+    assert mb[n_trials] < 1.3 * mb[50] + 50, mb

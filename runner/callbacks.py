@@ -89,19 +89,6 @@ class ParentRunCallback(Callback):
         folder = Path(str(config.hydra.runtime.output_dir), str(subdir))
         _redact_files([folder / name for name in ("config.yaml", "hydra.yaml", "overrides.yaml")])
 
-
-def _redact_files(paths) -> None:
-    from .secrets import scrub
-
-    for path in paths:
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        clean = scrub(text)
-        if clean != text:
-            path.write_text(clean)
-
     def _end(self, status: str) -> None:
         if not self.run_id:
             return
@@ -114,3 +101,16 @@ def _redact_files(paths) -> None:
             self.tracker.end(run_id, status)
         except Exception as exc:  # never hide the sweep's own outcome
             log.error("could not end parent run %s: %s", run_id, exc)
+
+
+def _redact_files(paths) -> None:
+    from .secrets import scrub
+
+    for path in paths:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        clean = scrub(text)
+        if clean != text:
+            path.write_text(clean)

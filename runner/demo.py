@@ -49,13 +49,17 @@ def seed_sql(database: str, schema: str, demo) -> list[str]:
     return [stmt.format(**params) for stmt in _SEED_SQL]
 
 
-def seed_demo(session, database: str, schema: str, demo) -> str:
-    """Create the demo tables; return a digest of the script, the data's version."""
-    statements = seed_sql(database, schema, demo)
+def run_seed(session, database: str, schema: str, statements: list[str]) -> str:
+    """Run a seed script; return its digest, the data's version."""
     for stmt in statements:
         session.sql(stmt).collect()
     session.sql(f"use schema {database}.{schema}").collect()
     return "seed:" + hashlib.sha256("\n;\n".join(statements).encode()).hexdigest()[:16]
+
+
+def seed_demo(session, database: str, schema: str, demo) -> str:
+    """Create the demo tables; return a digest of the script, the data's version."""
+    return run_seed(session, database, schema, seed_sql(database, schema, demo))
 
 
 def churn_features(session, cfg, reference_date: str = "2024-01-01"):
@@ -134,8 +138,4 @@ from (select ID,
 
 def seed_synthetic(session, database: str, schema: str, demo) -> str:
     """Create table SYNTH (ID, F1..Fn, Y); return a digest of the script, the data's version."""
-    statements = synthetic_sql(database, schema, demo)
-    for stmt in statements:
-        session.sql(stmt).collect()
-    session.sql(f"use schema {database}.{schema}").collect()
-    return "seed:" + hashlib.sha256("\n;\n".join(statements).encode()).hexdigest()[:16]
+    return run_seed(session, database, schema, synthetic_sql(database, schema, demo))

@@ -1,3 +1,9 @@
 """runner: declarative experiments from warehouse features to MLflow."""
+import os as _os
 
 __version__ = "0.1.0"
+
+# MLflow 3 sends usage telemetry to an address on the internet from background threads
+# unless told not to. Experiment metadata stays in the tracking server we name, so runner
+# turns it off; MLFLOW_DISABLE_TELEMETRY=false in the environment turns it back on.
+_os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

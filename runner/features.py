@@ -42,6 +42,12 @@ class FeatureSet:
     # False when an embedded-warehouse config was served from the cache without starting it.
     warehouse_started: bool = True
 
+    def take_table(self):
+        """The pulled table, handed over: the FeatureSet keeps no reference, so the split
+        can be built from it without another copy of the rows staying in memory."""
+        table, self.table = self.table, None
+        return table
+
 
 # Data settings that do not change which rows a feature definition yields.
 _NOT_CONTENT = ("refresh", "cache_dir", "network_timeout", "query_tag", "split")

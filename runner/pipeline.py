@@ -26,10 +26,15 @@ from .tracking import Tracker, flatten, git_state
 
 log = logging.getLogger(__name__)
 
-# (data config digest, objective) -> (FeatureSet, Prepared); one entry per process is typical.
-_PREPARED: Dict[str, Any] = {}
-# Trials may run in threads: one pull per process, and each thread gets its own view of
-# the Prepared split so LightGBM Datasets are never shared by concurrent lgb.train calls.
+# (data config digest, objective) -> [FeatureSet, Prepared, claimed]; one entry per process is
+# typical. `claimed` turns true once a job has reported the pull (its queries, its time):
+# the jobs after it report a reuse.
+_PREPARED: Dict[str, List[Any]] = {}
+# Errors of a background prefetch, raised by the job that needs that data.
+_PREFETCH_ERRORS: Dict[str, BaseException] = {}
+# Trials may run in threads: one pull per process. The first thread to ask owns the
+# Prepared split and its LightGBM Datasets; every other thread gets its own view, so
+# Datasets are never shared by concurrent lgb.train calls.
 _PREPARED_LOCK = threading.Lock()
 _THREAD = threading.local()
 # Connector messages of a warehouse that cannot be reached at all (network, host down).
@@ -57,27 +62,60 @@ def _data_digest(cfg: DictConfig) -> str:
 def prepared_data(cfg: DictConfig, query_tag: Optional[str] = None):
     """FeatureSet and Prepared split for cfg.data, pulled at most once per process."""
     with _PREPARED_LOCK:
-        features, prepared, reused = _prepared_data(cfg, query_tag)
+        features, prepared = _prepared_data(cfg, query_tag)
+        if prepared.owner is None:
+            prepared.owner = threading.get_ident()
     views = _THREAD.__dict__.setdefault("views", {})
     view = views.get(id(prepared))
     if view is None or view[0] is not prepared:
-        view = (prepared, prepared if threading.current_thread() is threading.main_thread()
-                else dataclasses.replace(prepared, datasets={}))
+        mine = prepared.owner == threading.get_ident()
+        view = (prepared, prepared if mine else dataclasses.replace(prepared, datasets={}))
         views.clear()
         views[id(prepared)] = view
-    return (reused or features), view[1]
+    return features, view[1]
 
 
-def _prepared_data(cfg: DictConfig, query_tag: Optional[str]):
+def prefetch(cfg: DictConfig, query_tag: Optional[str] = None) -> threading.Thread:
+    """Pull and prepare cfg's features, and build their LightGBM Datasets, in a background
+    thread while the caller sets up (a sweep: study, tracking store, parent run). The first
+    job that asks for the same data waits for it and reports the pull as its own; an error
+    is raised by that job, as if it had pulled itself."""
+    def work() -> None:
+        from .train import datasets, lgb_params
+
+        digest = _data_digest(cfg)
+        with _PREPARED_LOCK:
+            try:
+                _, prepared = _prepared_data(cfg, query_tag, claim=False)
+            except BaseException as exc:  # noqa: BLE001 - handed to the job that needs the data
+                _PREFETCH_ERRORS[digest] = exc
+                return
+            try:
+                datasets(prepared, lgb_params(cfg.model, prepared))
+            except Exception as exc:  # the job builds them itself and reports the problem
+                log.debug("prefetch: Datasets not built: %s", exc)
+
+    thread = threading.Thread(target=work, name="runner-prefetch", daemon=True)
+    thread.start()
+    return thread
+
+
+def _prepared_data(cfg: DictConfig, query_tag: Optional[str], claim: bool = True):
     from .train import prepare
     from .warehouse import open_warehouse
 
     digest = _data_digest(cfg)
-    if digest in _PREPARED and not cfg.data.refresh:
-        features, prepared = _PREPARED[digest]
+    if digest in _PREFETCH_ERRORS:
+        raise _PREFETCH_ERRORS.pop(digest)
+    entry = _PREPARED.get(digest)
+    if entry is not None and not entry[2]:  # pulled by a prefetch: this job reports it
+        entry[2] = entry[2] or claim
+        return entry[0], entry[1]
+    if entry is not None and not cfg.data.refresh:
+        features, prepared, _ = entry
         reused = FeatureSet(**{**features.__dict__, "cache_hit": True, "query_ids": [],
                                "feature_queries": 0, "seconds": 0.0})
-        return features, prepared, reused
+        return reused, prepared
     validate(cfg.data)
     cache = FeatureCache(cfg.data.cache_dir)
     try:
@@ -91,10 +129,10 @@ def _prepared_data(cfg: DictConfig, query_tag: Optional[str]):
         if offline is None:
             raise
         features = offline
-    prepared = prepare(features.table, cfg.data, cfg.model.params.objective)
+    prepared = prepare(features.take_table(), cfg.data, cfg.model.params.objective)
     _PREPARED.clear()
-    _PREPARED[digest] = (features, prepared)
-    return features, prepared, None
+    _PREPARED[digest] = [features, prepared, claim]
+    return features, prepared
 
 
 def overrides(explicit: Optional[Sequence[str]] = None) -> List[str]:

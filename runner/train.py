@@ -26,6 +26,7 @@ class Prepared:
     classes: Optional[List[Any]] = None
     categories: Dict[str, List[str]] = field(default_factory=dict)
     datasets: Dict[Any, Any] = field(default_factory=dict)
+    owner: Optional[int] = None  # the thread that may use `datasets` (runner/pipeline.py)
 
     @property
     def sizes(self) -> Dict[str, int]:
@@ -66,10 +67,18 @@ def prepare(table, data_cfg, objective: str) -> Prepared:
     key_col = find_column(names, data_cfg.entity_key, "data.entity_key")
     label_col = find_column(names, data_cfg.label, "data.label")
     drop = {find_column(names, d, f"data.drop[{i}]") for i, d in enumerate(data_cfg.drop)}
-    # Warehouses return rows in no fixed order: sort by entity so training does
-    # not depend on it (LightGBM's float sums follow row order).
-    frame = table.to_pandas().sort_values(key_col, kind="stable").reset_index(drop=True)
-    label = frame[label_col]
+    # Warehouses return rows in no fixed order: sort by entity so training does not depend
+    # on it (LightGBM's float sums follow row order). Arrow sorts (stable, nulls last, as
+    # pandas' stable sort) and hands its buffers over column by column: with the caller's
+    # reference gone (FeatureSet.take_table) the rows are in memory twice at most, not four
+    # times (pull, frame, sorted frame, features).
+    table = table.sort_by([(key_col, "ascending")])
+    frame = table.to_pandas(split_blocks=True, self_destruct=True)
+    del table
+    keys = frame.pop(key_col)
+    label = frame.pop(label_col)
+    for col in drop:
+        del frame[col]
     if label.isna().all():
         raise DataError(f"data.label={data_cfg.label!r} is null in every row")
     if label.isna().any():
@@ -96,7 +105,7 @@ def prepare(table, data_cfg, objective: str) -> Prepared:
             raise DataError(f"data.label={data_cfg.label!r} is not numeric; "
                             "model.params.objective=regression needs a number")
         y = label.astype(float).to_numpy()
-    X = frame.drop(columns=[key_col, label_col, *drop])
+    X = frame
     categorical: List[str] = []
     categories: Dict[str, List[str]] = {}
     for col in X.columns:
@@ -114,19 +123,19 @@ def prepare(table, data_cfg, objective: str) -> Prepared:
             X[col] = np.where(codes < 0, np.nan, codes).astype(float)
             categories[col] = values
             categorical.append(col)
-        else:
+        elif dtype != np.float64:
             X[col] = X[col].astype(float)
     if X.shape[1] == 0:
         raise DataError("the feature result has no feature columns besides data.entity_key and data.label")
-    which = split_labels(frame[key_col].to_numpy(), data_cfg.split.valid, data_cfg.split.test,
-                         data_cfg.split.salt)
+    keys = keys.to_numpy()
+    which = split_labels(keys, data_cfg.split.valid, data_cfg.split.test, data_cfg.split.salt)
     parts = {}
     for name in ("train", "valid", "test"):
         mask = which == name
         if mask.sum() == 0:
-            raise DataError(f"the {name} split is empty ({len(frame)} rows): add rows or change "
+            raise DataError(f"the {name} split is empty ({len(X)} rows): add rows or change "
                             "data.split.valid / data.split.test")
-        parts[name] = (X[mask].reset_index(drop=True), y[mask], frame[key_col][mask].to_numpy())
+        parts[name] = (X[mask].reset_index(drop=True), y[mask], keys[mask])
     return Prepared(objective, list(X.columns), categorical, parts, classes, categories)
 
 

@@ -177,6 +177,52 @@ def study_lock(url: str, study_name: str, timeout: float = 600.0):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def build(kind: str, node: Any, space: Optional[SearchSpace] = None) -> Tuple[Any, Dict[str, Any]]:
+    """The Optuna sampler or pruner of hydra.sweeper.<kind>, and its description for tags."""
+    from hydra.utils import instantiate
+
+    spec = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
+    if not spec.get("_target_"):
+        spec["_target_"] = "optuna.pruners.NopPruner" if kind == "pruner" else "optuna.samplers.TPESampler"
+    name = spec["_target_"].rsplit(".", 1)[-1]
+    # null means Optuna's own default: leave it out rather than pass None.
+    spec = {k: v for k, v in spec.items() if v is not None}
+    options = {k: v for k, v in spec.items() if k != "_target_"}
+    if name == "GridSampler" and not spec.get("search_space"):
+        spec["search_space"] = grid_space(space)
+    needs = {"CmaEsSampler": ("cmaes", "cmaes"), "GPSampler": ("torch", "torch")}.get(name)
+    if needs:
+        try:
+            __import__(needs[0])
+        except ImportError:
+            raise ConfigError(f"hydra/sweeper/{kind}={name} needs the {needs[1]!r} package: "
+                              f"pip install {needs[1]} (or choose another {kind})") from None
+    try:
+        obj = instantiate(spec, _convert_="all")
+    except Exception as exc:
+        raise ConfigError(f"hydra.sweeper.{kind} ({spec['_target_']}): {_first_line(exc)}") from None
+    return obj, {"name": name, "options": options}
+
+
+def _plot_modules():
+    """pyplot (headless) and Optuna's matplotlib plots, with the importance evaluator's imports."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    import optuna.importance  # noqa: F401  (fANOVA imports scikit-learn's forests)
+    from optuna.visualization import matplotlib as ovm
+
+    return plt, ovm
+
+
+def _warm_plot_modules() -> None:
+    try:
+        _plot_modules()
+    except Exception:  # _plots says what is missing
+        pass
+
+
 def _test_barrier(point: str) -> None:
     """Test hook (tests/test_distributed.py): RUNNER_TEST_BARRIER=<point>:<dir>:<n> makes
     the process wait at barrier(<point>) until n processes have reached it (at most 120 s)."""
@@ -450,6 +496,9 @@ class RunnerOptunaSweeperImpl:
         self._feature_queries = 0
         self._mine: Dict[int, int] = {}  # trial number -> trial id, running in this process
         self.loop_seconds = 0.0
+        self._prefetch: Optional[threading.Thread] = None
+        self._plots_warm = False
+        self._trials_started = False
 
     # Hydra API ---------------------------------------------------------------
 
@@ -474,6 +523,12 @@ class RunnerOptunaSweeperImpl:
                 raise
             print(f"runner: error: {scrub(str(exc))}", file=sys.stderr, flush=True)
             sys.exit(2)
+        finally:
+            # No warehouse or cache write cut off at exit, unless the sweep failed before its
+            # trials (then the error comes at once; a cut-off cache write leaves only a temp
+            # file, which the next writer of that entry removes).
+            if self._prefetch is not None and self._trials_started:
+                self._prefetch.join()
 
     # composition -------------------------------------------------------------
 
@@ -581,6 +636,12 @@ class RunnerOptunaSweeperImpl:
         pruner, pruner_desc = self._build("pruner", space)
         choices = OmegaConf.select(self.config, "hydra.runtime.choices", default={}) or {}
         study_name = s.get("study_name") or f"runner-{choices.get('sweep') or base.tracker.experiment}"
+        # Every trial reads the same data (no config group searched): pull and prepare it
+        # now, while the study, the tracking store and the parent run are set up.
+        if self.in_process and not self._slow_keys:
+            from runner.pipeline import prefetch
+
+            self._prefetch = prefetch(base, query_tag=f"runner sweep study={study_name}")
         storage_url = s.get("storage") or "sqlite:///" + str(
             (Path.cwd() / ".runner" / "optuna" / f"{safe_name(study_name)}.db").resolve())
         if storage_url.startswith("sqlite:///"):
@@ -633,6 +694,7 @@ class RunnerOptunaSweeperImpl:
             ctx = TrialContext(study_name, self.parent_run_id, metrics, directions, int(s.get("report_every") or 1),
                                self.model_dir, self.stop, prune=pruner_desc["name"] != "NopPruner")
             loop_started = time.perf_counter()
+            self._trials_started = True
             if self.in_process:
                 self._run_threads(ctx, n_jobs)
             else:
@@ -701,28 +763,7 @@ class RunnerOptunaSweeperImpl:
                                   f"does not fit the config: {text}") from None
 
     def _build(self, kind: str, space: SearchSpace) -> Tuple[Any, Dict[str, Any]]:
-        from hydra.utils import instantiate
-
-        node = self.s.get(kind)
-        spec = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
-        if not spec.get("_target_"):
-            spec["_target_"] = "optuna.pruners.NopPruner" if kind == "pruner" else "optuna.samplers.TPESampler"
-        name = spec["_target_"].rsplit(".", 1)[-1]
-        options = {k: v for k, v in spec.items() if k != "_target_"}
-        if name == "GridSampler" and not spec.get("search_space"):
-            spec["search_space"] = grid_space(space)
-        needs = {"CmaEsSampler": ("cmaes", "cmaes"), "GPSampler": ("torch", "torch")}.get(name)
-        if needs:
-            try:
-                __import__(needs[0])
-            except ImportError:
-                raise ConfigError(f"hydra/sweeper/{kind}={name} needs the {needs[1]!r} package: "
-                                  f"pip install {needs[1]} (or choose another {kind})") from None
-        try:
-            obj = instantiate(spec, _convert_="all")
-        except Exception as exc:
-            raise ConfigError(f"hydra.sweeper.{kind} ({spec['_target_']}): {_first_line(exc)}") from None
-        return obj, {"name": name, "options": options}
+        return build(kind, self.s.get(kind), space)
 
     def _ensure_parent(self, study, tracker, task_cfg, arguments, tags) -> Tuple[str, bool]:
         """The study's parent run: reused, or created by exactly one of the workers that start
@@ -935,6 +976,9 @@ class RunnerOptunaSweeperImpl:
                                          f"{max_failures}); last: {outcome.error}")
                     self.stop.set()
             self._done.notify_all()
+            warm, self._plots_warm = not self._plots_warm, True
+        if warm:  # the summary's plotting imports (~1 s) while trials train, not after them
+            threading.Thread(target=_warm_plot_modules, name="runner-plot-imports", daemon=True).start()
         self._progress(trial.number, outcome)
 
     # running trials ----------------------------------------------------------
@@ -1151,11 +1195,7 @@ class RunnerOptunaSweeperImpl:
         if c["complete"] < 1:
             return
         try:
-            import matplotlib
-
-            matplotlib.use("Agg", force=True)
-            import matplotlib.pyplot as plt
-            from optuna.visualization import matplotlib as ovm
+            plt, ovm = _plot_modules()
         except ImportError as exc:
             log.warning("plots skipped: %s", exc)
             return

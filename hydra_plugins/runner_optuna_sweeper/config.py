@@ -20,15 +20,20 @@ class SamplerConfig:
 
 @dataclass
 class TPESamplerConfig(SamplerConfig):
-    """https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.TPESampler.html"""
+    """https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.TPESampler.html
+
+    null leaves a setting to Optuna's own default, so `hydra/sweeper/sampler=tpe` samples
+    exactly as `optuna.samplers.TPESampler(seed=...)` does (Optuna 5: multivariate, and
+    constant_liar so parallel trials do not all sample the same point).
+    """
     _target_: str = "optuna.samplers.TPESampler"
     n_startup_trials: int = 10
     n_ei_candidates: int = 24
-    multivariate: bool = False
+    multivariate: Optional[bool] = None
     group: bool = False
-    # With n_jobs > 1, running trials are treated as bad so workers do not all
-    # sample the same point.
     constant_liar: bool = True
+    consider_endpoints: Optional[bool] = None
+    prior_weight: Optional[float] = None
 
 
 @dataclass

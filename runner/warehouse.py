@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,12 +90,15 @@ def fakesnow_server(port: Optional[int] = None, timeout: float = 20.0,
                     while_starting: Optional[Callable[[], None]] = None) -> Iterator[int]:
     """Run `python -m fakesnow -s` on loopback in its own process group; yield its port.
 
-    while_starting runs as soon as the process is spawned (its start takes ~1.5 s)."""
+    while_starting runs as soon as the process is spawned (its start takes ~1.5 s).
+    fakesnow makes a temp folder at import and never removes it (one per run, in /tmp):
+    the process gets a TMPDIR of its own, removed when it stops."""
     port = port or free_port()
+    scratch = tempfile.mkdtemp(prefix="runner-fakesnow-")
     proc = subprocess.Popen(
         [sys.executable, "-m", "fakesnow", "-s", "--host", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        preexec_fn=_die_with_parent)
+        preexec_fn=_die_with_parent, env={**os.environ, "TMPDIR": scratch})
     try:
         if while_starting is not None:
             while_starting()
@@ -118,6 +123,7 @@ def fakesnow_server(port: Optional[int] = None, timeout: float = 20.0,
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _emulator_kwargs(port: int, data_cfg) -> Dict[str, Any]:

@@ -127,8 +127,13 @@ def test_rerun_from_mlflow_record_gives_same_metrics(default_runs):
 def test_overrides_reach_the_run_and_are_recorded(tmp_path, mlflow_server):
     args = SMALL + ["tracker=server", f"tracker.uri={mlflow_server.url}", "tracker.experiment=overrides",
                     "model.params.num_leaves=63", f"data.cache_dir={tmp_path}/cache"]
-    res = run_runner(args, tmp_path)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    res = run_runner(args, tmp_path, env={"TMPDIR": str(scratch)})
     assert res.returncode == 0, res.stderr[-3000:]
+    # The embedded warehouse leaves nothing in the temp folder (fakesnow makes a folder at
+    # import and never removes it; runner gives it a TMPDIR of its own and removes that).
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith(("fakesnow_bucket_", "runner-fakesnow-"))]
     client = MlflowClient(tracking_uri=mlflow_server.url)
     [run] = only_run(client, "overrides")
     assert run.info.status == "FINISHED"

@@ -96,9 +96,11 @@ class FakesnowProcess:
     def start(self, timeout: float = 30) -> "FakesnowProcess":
         log_path = self.root / "fakesnow.log"
         with open(log_path, "ab") as log:
+            # fakesnow makes a temp folder at import and never removes it: keep it under root.
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "fakesnow", "-s", "--host", "127.0.0.1", "-p", str(self.port)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "TMPDIR": str(self.root)})
 
         def up() -> bool:
             try:

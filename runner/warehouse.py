@@ -21,6 +21,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from .errors import ConfigError, WarehouseError
@@ -92,9 +93,11 @@ def fakesnow_server(port: Optional[int] = None, timeout: float = 20.0,
 
     while_starting runs as soon as the process is spawned (its start takes ~1.5 s).
     fakesnow makes a temp folder at import and never removes it (one per run, in /tmp):
-    the process gets a TMPDIR of its own, removed when it stops."""
+    the process gets a TMPDIR of its own, removed when it stops (or, after a SIGKILL, by
+    the next start)."""
     port = port or free_port()
-    scratch = tempfile.mkdtemp(prefix="runner-fakesnow-")
+    _remove_orphan_scratch()
+    scratch = tempfile.mkdtemp(prefix=f"runner-fakesnow-{os.getpid()}-")
     proc = subprocess.Popen(
         [sys.executable, "-m", "fakesnow", "-s", "--host", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -124,6 +127,20 @@ def fakesnow_server(port: Optional[int] = None, timeout: float = 20.0,
             proc.kill()
             proc.wait()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _remove_orphan_scratch() -> None:
+    """Temp folders of embedded warehouses whose runner process is gone (killed)."""
+    for path in Path(tempfile.gettempdir()).glob("runner-fakesnow-*-*"):
+        pid = path.name.split("-")[2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # alive, another user's
+            pass
 
 
 def _emulator_kwargs(port: int, data_cfg) -> Dict[str, Any]:

@@ -129,6 +129,9 @@ def test_overrides_reach_the_run_and_are_recorded(tmp_path, mlflow_server):
                     "model.params.num_leaves=63", f"data.cache_dir={tmp_path}/cache"]
     scratch = tmp_path / "tmp"
     scratch.mkdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = scratch / f"runner-fakesnow-{gone.stdout.strip()}-killed"  # left by a SIGKILLed run
+    orphan.mkdir()
     res = run_runner(args, tmp_path, env={"TMPDIR": str(scratch)})
     assert res.returncode == 0, res.stderr[-3000:]
     # The embedded warehouse leaves nothing in the temp folder (fakesnow makes a folder at

@@ -109,7 +109,7 @@ def _prepared_data(cfg: DictConfig, query_tag: Optional[str], claim: bool = True
         raise _PREFETCH_ERRORS.pop(digest)
     entry = _PREPARED.get(digest)
     if entry is not None and not entry[2]:  # pulled by a prefetch: this job reports it
-        entry[2] = entry[2] or claim
+        entry[2] = claim
         return entry[0], entry[1]
     if entry is not None and not cfg.data.refresh:
         features, prepared, _ = entry

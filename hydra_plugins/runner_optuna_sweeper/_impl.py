@@ -204,25 +204,6 @@ def build(kind: str, node: Any, space: Optional[SearchSpace] = None) -> Tuple[An
     return obj, {"name": name, "options": options}
 
 
-def _plot_modules():
-    """pyplot (headless) and Optuna's matplotlib plots, with the importance evaluator's imports."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    import optuna.importance  # noqa: F401  (fANOVA imports scikit-learn's forests)
-    from optuna.visualization import matplotlib as ovm
-
-    return plt, ovm
-
-
-def _warm_plot_modules() -> None:
-    try:
-        _plot_modules()
-    except Exception:  # _plots says what is missing
-        pass
-
-
 def _test_barrier(point: str) -> None:
     """Test hook (tests/test_distributed.py): RUNNER_TEST_BARRIER=<point>:<dir>:<n> makes
     the process wait at barrier(<point>) until n processes have reached it (at most 120 s)."""
@@ -497,7 +478,6 @@ class RunnerOptunaSweeperImpl:
         self._mine: Dict[int, int] = {}  # trial number -> trial id, running in this process
         self.loop_seconds = 0.0
         self._prefetch: Optional[threading.Thread] = None
-        self._plots_warm = False
         self._trials_started = False
 
     # Hydra API ---------------------------------------------------------------
@@ -976,9 +956,6 @@ class RunnerOptunaSweeperImpl:
                                          f"{max_failures}); last: {outcome.error}")
                     self.stop.set()
             self._done.notify_all()
-            warm, self._plots_warm = not self._plots_warm, True
-        if warm:  # the summary's plotting imports (~1 s) while trials train, not after them
-            threading.Thread(target=_warm_plot_modules, name="runner-plot-imports", daemon=True).start()
         self._progress(trial.number, outcome)
 
     # running trials ----------------------------------------------------------
@@ -1195,7 +1172,11 @@ class RunnerOptunaSweeperImpl:
         if c["complete"] < 1:
             return
         try:
-            plt, ovm = _plot_modules()
+            import matplotlib
+
+            matplotlib.use("Agg", force=True)
+            import matplotlib.pyplot as plt
+            from optuna.visualization import matplotlib as ovm
         except ImportError as exc:
             log.warning("plots skipped: %s", exc)
             return

@@ -1,4 +1,5 @@
 """runner: declarative experiments from warehouse features to MLflow."""
+
 import os as _os
 
 __version__ = "0.1.0"
@@ -7,3 +8,7 @@ __version__ = "0.1.0"
 # unless told not to. Experiment metadata stays in the tracking server we name, so runner
 # turns it off; MLFLOW_DISABLE_TELEMETRY=false in the environment turns it back on.
 _os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from .errors import CacheError, ConfigError, DataError, RunnerError, TrackingError, WarehouseError  # noqa: E402
+
+__all__ = ["CacheError", "ConfigError", "DataError", "RunnerError", "TrackingError", "WarehouseError", "__version__"]

@@ -1,42 +1,33 @@
-"""`python -m runner`: compose the Hydra config and run one job (or one sweep job)."""
+"""`python -m runner`: compose the Hydra config and run one job (or one job of a multirun)."""
+
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from . import config as _config  # noqa: F401  (registers the schema in Hydra's ConfigStore)
+from . import env
+from .console import exit_with
 from .errors import RunnerError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-log = logging.getLogger("runner")
 
 
 def run(cfg: DictConfig):
-    from .pipeline import run_job
+    from .console import quiet_libraries
+    from .job import run_job
     from .secrets import install_log_filter
     from .tracking import Tracker
 
     install_log_filter()
     quiet_libraries()
     tracker = Tracker(cfg.tracker)
-    parent = os.environ.get("RUNNER_PARENT_RUN_ID")
-    result = run_job(cfg, tracker=tracker, parent_run_id=parent)
+    result = run_job(cfg, tracker=tracker, parent_run_id=os.environ.get(env.PARENT_RUN_ID))
     _report(result, tracker, cfg)
     return result.metrics.get(f"valid_{result.headline}")
-
-
-def quiet_libraries() -> None:
-    import warnings
-
-    for name in ("snowflake", "urllib3", "alembic", "mlflow.store.db.utils"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message="Overriding the parameters from Reference Dataset")
-    warnings.filterwarnings("ignore", category=FutureWarning, module="mlflow")
 
 
 def _report(result, tracker, cfg) -> None:
@@ -60,9 +51,4 @@ def main(cfg: DictConfig):
     try:
         return run(cfg)
     except RunnerError as exc:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        from .secrets import scrub
-
-        print(f"runner: error: {scrub(str(exc))}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        exit_with(exc)

@@ -3,6 +3,7 @@
 Hydra instantiates callbacks at every start, single runs included: nothing heavy
 is imported until a multirun begins.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -15,8 +16,9 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from .env import PARENT_RUN_ID as PARENT_ENV
+
 log = logging.getLogger("runner")
-PARENT_ENV = "RUNNER_PARENT_RUN_ID"
 
 
 class ParentRunCallback(Callback):
@@ -39,33 +41,33 @@ class ParentRunCallback(Callback):
         target = str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
         if "runner_optuna_sweeper" in target:
             return
+        from .config import to_dict
+        from .console import exit_with
         from .errors import RunnerError
-        from .pipeline import base_tags
+        from .job import base_tags
         from .secrets import install_log_filter, scrub
         from .tracking import Tracker
 
         install_log_filter()
-        task = OmegaConf.to_container(config, resolve=False)
+        task = to_dict(config, resolve=False)
         task.pop("hydra", None)
         task_cfg = OmegaConf.create(task)
-        overrides = [scrub(o) for o in OmegaConf.to_container(config.hydra.overrides.task)]
+        overrides = [scrub(str(o)) for o in config.hydra.overrides.task]
         try:
             self.tracker = Tracker(task_cfg.tracker)
             self._previous = os.environ.get(PARENT_ENV)
-            tags = {**base_tags(task_cfg, overrides), "runner.sweep": "basic",
-                    "runner.sweep.sweeper": target, "runner.sweep.dir": str(config.hydra.sweep.dir),
-                    "runner.sweep.launcher": str(OmegaConf.select(config, "hydra.launcher._target_", default=""))}
+            tags = {
+                **base_tags(task_cfg, overrides),
+                "runner.sweep": "basic",
+                "runner.sweep.sweeper": target,
+                "runner.sweep.dir": str(config.hydra.sweep.dir),
+                "runner.sweep.launcher": str(OmegaConf.select(config, "hydra.launcher._target_", default="")),
+            }
             name = config.get("run_name") or f"multirun-{os.path.basename(str(config.hydra.sweep.dir))}"
             self.run_id = self.tracker.start_run(name, tags, parent_run_id=self._previous)
             self.tracker.log(self.run_id, params={"sweep.overrides": json.dumps(overrides)})
         except RunnerError as exc:
-            # One line and exit 2, as a single run does (runner/app.py).
-            import sys
-
-            from .secrets import scrub
-
-            print(f"runner: error: {scrub(str(exc))}", file=sys.stderr, flush=True)
-            sys.exit(2)
+            exit_with(exc)  # one line and exit 2, as a single run does
         os.environ[PARENT_ENV] = self.run_id
         atexit.register(self._end, "FAILED")
         print(f"runner: multirun parent run {self.run_id} in {self.tracker.display_uri}", flush=True)

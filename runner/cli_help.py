@@ -3,6 +3,7 @@
 Hydra's own --help deep-copies the whole ConfigStore once per config group
 (~2.4 s of CPU here); this lists the same groups from conf/ in a few ms.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,13 +3,14 @@
 Each YAML file under conf/ is merged onto these dataclasses, so an unknown key
 or a value of the wrong type fails at compose time with Hydra's own message.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, cast
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 @dataclass
@@ -126,6 +127,13 @@ class RunnerConfig:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     run_name: Optional[str] = None
     tags: Dict[str, str] = field(default_factory=dict)
+
+
+def to_dict(node: Any, resolve: bool = True) -> Dict[str, Any]:
+    """A config node as a plain dict (OmegaConf.to_container, typed for a mapping node)."""
+    if not OmegaConf.is_config(node):
+        return dict(node)
+    return cast(Dict[str, Any], OmegaConf.to_container(node, resolve=resolve))
 
 
 def register() -> None:

@@ -23,3 +23,9 @@ class TrackingError(RunnerError):
 
 class CacheError(RunnerError):
     """The feature cache folder cannot be used."""
+
+
+def first_line(exc: BaseException, limit: int = 500) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -3,6 +3,7 @@
 Credentials never enter our config; these helpers cover what can still carry
 one: URLs with user:password, and log records that echo environment values.
 """
+
 from __future__ import annotations
 
 import logging
@@ -11,10 +12,18 @@ import re
 from typing import Iterable, List
 from urllib.parse import urlsplit, urlunsplit
 
-SECRET_ENV = ("SNOWFLAKE_PASSWORD", "SNOWFLAKE_TOKEN", "SNOWFLAKE_PRIVATE_KEY_FILE_PWD",
-              "SNOWFLAKE_PRIVATE_KEY", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-              "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "PGPASSWORD",
-              "RUNNER_STORAGE_PASSWORD")
+SECRET_ENV = (
+    "SNOWFLAKE_PASSWORD",
+    "SNOWFLAKE_TOKEN",
+    "SNOWFLAKE_PRIVATE_KEY_FILE_PWD",
+    "SNOWFLAKE_PRIVATE_KEY",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "PGPASSWORD",
+    "RUNNER_STORAGE_PASSWORD",
+)
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
 MASK = "***"
 

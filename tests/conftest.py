@@ -1,4 +1,5 @@
 """Shared fixtures: real services on loopback, and a clean MLflow/runner state per test."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Bad input: one clear line naming the setting, non-zero exit, no run left RUNNING."""
+
 from __future__ import annotations
 
 import os
@@ -26,10 +27,18 @@ CASES = [
     ("two-definitions", ["data.table=EVENTS"], "exactly one feature definition", 2),
     ("missing-label", ["data.label=NO_SUCH_COLUMN"], "data.label", 2),
     ("missing-column", NO_FEATURES + ["data.query='select NO_COL, CHURNED from CUSTOMERS'"], "data.query", 2),
-    ("constant-label", NO_FEATURES + ["data.query='select CUSTOMER_ID, PLAN, 1 as CHURNED from CUSTOMERS'"],
-     "constant", 2),
-    ("null-label", NO_FEATURES + ["data.query='select CUSTOMER_ID, PLAN, null::int as CHURNED from CUSTOMERS'"],
-     "null", 2),
+    (
+        "constant-label",
+        NO_FEATURES + ["data.query='select CUSTOMER_ID, PLAN, 1 as CHURNED from CUSTOMERS'"],
+        "constant",
+        2,
+    ),
+    (
+        "null-label",
+        NO_FEATURES + ["data.query='select CUSTOMER_ID, PLAN, null::int as CHURNED from CUSTOMERS'"],
+        "null",
+        2,
+    ),
     ("empty-result", NO_FEATURES + ["data.query='select * from CUSTOMERS where 1 = 0'"], "empty", 2),
     ("non-numeric-label", ["data.label=PLAN"], "non-numeric", 2),
     ("bad-objective", ["model.params.objective=ranking"], "model.params.objective", 2),
@@ -48,10 +57,13 @@ SWEEP_CASES = [
     ("unknown-pruner", ["hydra/sweeper/pruner=nope"], "hydra/sweeper/pruner", 1),
     ("space-low-above-high", ["model.params.num_leaves=int(interval(300, 255))"], "model.params.num_leaves", 2),
     ("space-empty-choice", ["model.params.num_leaves=choice()"], "model.params.num_leaves=choice()", 1),
-    ("space-log-low-zero", ["model.params.learning_rate=tag(log, interval(0, 0.3))"],
-     "model.params.learning_rate", 2),
-    ("storage-unreachable", ["hydra.sweeper.storage=postgresql+psycopg2://runner@127.0.0.1:9/optuna"],
-     "hydra.sweeper.storage", 2),
+    ("space-log-low-zero", ["model.params.learning_rate=tag(log, interval(0, 0.3))"], "model.params.learning_rate", 2),
+    (
+        "storage-unreachable",
+        ["hydra.sweeper.storage=postgresql+psycopg2://runner@127.0.0.1:9/optuna"],
+        "hydra.sweeper.storage",
+        2,
+    ),
     ("storage-malformed", ["hydra.sweeper.storage=notaurl"], "hydra.sweeper.storage", 2),
 ]
 
@@ -62,7 +74,7 @@ def check_bad(res, cwd, needle, code):
     assert needle in res.stderr, res.stderr[-2000:]
     assert "Traceback" not in res.stderr, res.stderr[-3000:]
     if code == 2:
-        errors = [l for l in res.stderr.splitlines() if l.startswith("runner: error:")]
+        errors = [ln for ln in res.stderr.splitlines() if ln.startswith("runner: error:")]
         assert len(errors) == 1 and needle in errors[0], res.stderr
     db = cwd / "mlruns" / "mlflow.db"
     if db.exists():
@@ -103,12 +115,22 @@ def test_cache_folder_exists_but_is_not_writable(tmp_path):
 
 def test_wrong_aws_credentials(tmp_path, mlflow_server):
     arn = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/test"
-    with Sigv4Proxy(mlflow_server.url, access_key="AKIDRUNNERBAD", secret_key="the-right-secret",
-                    service="sagemaker-mlflow", arn=arn) as door:
-        env = {"AWS_ACCESS_KEY_ID": "AKIDRUNNERBAD", "AWS_SECRET_ACCESS_KEY": "a-wrong-secret",
-               "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": os.devnull,
-               "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_EC2_METADATA_DISABLED": "true",
-               "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT": door.url}
+    with Sigv4Proxy(
+        mlflow_server.url,
+        access_key="AKIDRUNNERBAD",
+        secret_key="the-right-secret",
+        service="sagemaker-mlflow",
+        arn=arn,
+    ) as door:
+        env = {
+            "AWS_ACCESS_KEY_ID": "AKIDRUNNERBAD",
+            "AWS_SECRET_ACCESS_KEY": "a-wrong-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT": door.url,
+        }
         res = run_runner(SMALL + ["tracker=sagemaker", f"tracker.uri={arn}"], tmp_path, env=env, timeout=120)
         assert door.rejected and not door.requests  # refused at the door, nothing created
     check_bad(res, tmp_path, "AWS credentials", 2)
@@ -119,16 +141,22 @@ def test_wrong_snowflake_credentials(tmp_path):
     """fakesnow accepts any password: a front door refuses the login as an account would."""
     server = FakesnowProcess(tmp_path / "fs").start()
     try:
-        with Sigv4Proxy(f"http://127.0.0.1:{server.port}", verify=False, require_auth="Snowflake Token=\"x\"") as door:
+        with Sigv4Proxy(f"http://127.0.0.1:{server.port}", verify=False, require_auth='Snowflake Token="x"') as door:
             home = tmp_path / "sfhome"
             home.mkdir()
             toml = home / "connections.toml"
-            toml.write_text(f'[test]\naccount = "fakesnow"\nuser = "fake"\npassword = "wrong-password"\n'
-                            f'host = "127.0.0.1"\nport = {door.port}\nprotocol = "http"\ndatabase = "DEMO"\n'
-                            f'schema = "PUBLIC"\nnetwork_timeout = 3\n')
+            toml.write_text(
+                f'[test]\naccount = "fakesnow"\nuser = "fake"\npassword = "wrong-password"\n'
+                f'host = "127.0.0.1"\nport = {door.port}\nprotocol = "http"\ndatabase = "DEMO"\n'
+                f'schema = "PUBLIC"\nnetwork_timeout = 3\n'
+            )
             toml.chmod(0o600)
-            res = run_runner(SMALL + ["data=snowflake", "data.connection_name=test", "data.cache_dir=cache"],
-                             tmp_path, env={"SNOWFLAKE_HOME": str(home)}, timeout=300)
+            res = run_runner(
+                SMALL + ["data=snowflake", "data.connection_name=test", "data.cache_dir=cache"],
+                tmp_path,
+                env={"SNOWFLAKE_HOME": str(home)},
+                timeout=300,
+            )
             assert door.rejected
     finally:
         server.stop()
@@ -144,7 +172,7 @@ def test_bad_input(tmp_path_factory, case_id, overrides, needle, code):
     assert needle in res.stderr, res.stderr[-2000:]
     assert "Traceback" not in res.stderr, res.stderr[-3000:]
     if code == 2:
-        errors = [l for l in res.stderr.splitlines() if l.startswith("runner: error:")]
+        errors = [ln for ln in res.stderr.splitlines() if ln.startswith("runner: error:")]
         assert len(errors) == 1, res.stderr
     db = cwd / "mlruns" / "mlflow.db"
     if db.exists():

@@ -1,8 +1,9 @@
-"""`python -m runner.bench` at a tiny size, so the benchmark cannot rot.
+"""`python benchmarks/bench.py` at its smoke size, so the benchmark cannot rot.
 
 Real components (fakesnow, mlflow server behind the counting proxy, LightGBM, Optuna);
 no timed assertions: only that every variant ran and its numbers are sane.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,10 +18,33 @@ VARIANTS = ["bare", "bare-reuse", "runner-local", "runner-server", "runner-cache
 def test_bench_smoke(tmp_path):
     out, raw = tmp_path / "bench.md", tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "runner.bench", "--rows", "2000", "--features", "5", "--trials", "3",
-         "--rounds", "10", "--reps", "1", "--cold-reps", "1", "--out", str(out), "--json", str(raw),
-         "--workdir", str(tmp_path / "work")],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "benchmarks/bench.py",
+            "--rows",
+            "2000",
+            "--features",
+            "5",
+            "--trials",
+            "3",
+            "--rounds",
+            "10",
+            "--reps",
+            "1",
+            "--cold-reps",
+            "1",
+            "--out",
+            str(out),
+            "--json",
+            str(raw),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     data = json.loads(raw.read_text())
     rows = {r["variant"]: r for r in data["rows"]}
@@ -44,8 +68,11 @@ def test_bench_smoke(tmp_path):
     assert server["requests_total"] > 3 * 3 and server["requests_per_trial"] >= 3, server
     assert rows["runner-local"]["requests_total"] is None
     assert {t["target"] for t in data["targets"]} >= {
-        "runner-local wall <= 0.85 x bare", "runner-server <= 3 HTTP requests per trial",
-        "`python -m runner --help` < 2 s", "same best AUC in every variant"}
+        "runner-local wall <= 0.85 x bare",
+        "runner-server <= 3 HTTP requests per trial",
+        "`python -m runner --help` < 2 s",
+        "same best AUC in every variant",
+    }
     assert all(c["cold_start"] for c in [data]) and len(data["cold_start"]["runner --help"]) == 1
     md = out.read_text()
     for name in VARIANTS:

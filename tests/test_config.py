@@ -1,4 +1,5 @@
 """Config smoke tests: every group option composes and matches the typed schema."""
+
 from __future__ import annotations
 
 import pytest
@@ -48,8 +49,9 @@ def test_mistyped_key_fails_at_compose(override):
         _compose([override])
 
 
-@pytest.mark.parametrize("override", ["model.params.num_leaves=many", "data.refresh=maybe",
-                                      "model.num_boost_round=1.5"])
+@pytest.mark.parametrize(
+    "override", ["model.params.num_leaves=many", "data.refresh=maybe", "model.num_boost_round=1.5"]
+)
 def test_wrong_type_fails_at_compose(override):
     with pytest.raises((ConfigCompositionException, ValidationError)):
         _compose([override])
@@ -59,8 +61,9 @@ def test_help_lists_groups_without_composing(tmp_path):
     import subprocess
     import sys
 
-    res = subprocess.run([sys.executable, "-m", "runner", "--help"], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "runner", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0
     assert "tracker: local, sagemaker, server" in res.stdout
     assert "data: demo, snowflake" in res.stdout

@@ -1,6 +1,7 @@
 """Distributed sweeps (issue 4 items 6 and 7): three `python -m runner --multirun` workers
 share one Optuna study in a real PostgreSQL server on loopback; Hydra's joblib launcher
 runs trials in separate processes. Checked through Optuna and MLflow, real components only."""
+
 from __future__ import annotations
 
 import os
@@ -78,20 +79,33 @@ def three_workers(postgres, mlflow_server, cache_dir, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("dist_sweep")
     experiment, study_name, model = unique("dist"), unique("study"), unique("dist-model")
     storage = f"postgresql+psycopg2://runner:${{oc.env:{PASSWORD_ENV}}}@127.0.0.1:{postgres.port}/postgres"
-    args = ["sweep=lightgbm", *SMALL, f"hydra.sweeper.storage={storage}", f"hydra.sweeper.study_name={study_name}",
-            f"hydra.sweeper.n_trials={N_TRIALS}", f"hydra.sweeper.registered_model={model}",
-            "hydra/sweeper/pruner=none", f"data.cache_dir={cache_dir}", *tracker_args(mlflow_server.url, experiment)]
-    env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", PASSWORD_ENV: "runner-test-pw",
-           "RUNNER_TEST_BARRIER": f"parent:{cwd / 'barrier'}:{WORKERS}"}
+    args = [
+        "sweep=lightgbm",
+        *SMALL,
+        f"hydra.sweeper.storage={storage}",
+        f"hydra.sweeper.study_name={study_name}",
+        f"hydra.sweeper.n_trials={N_TRIALS}",
+        f"hydra.sweeper.registered_model={model}",
+        "hydra/sweeper/pruner=none",
+        f"data.cache_dir={cache_dir}",
+        *tracker_args(mlflow_server.url, experiment),
+    ]
+    env = {
+        **os.environ,
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        PASSWORD_ENV: "runner-test-pw",
+        "RUNNER_TEST_BARRIER": f"parent:{cwd / 'barrier'}:{WORKERS}",
+    }
     procs, outs = [], []
     for i in range(WORKERS):
         out, err = open(cwd / f"w{i}.out", "w+"), open(cwd / f"w{i}.err", "w+")
         outs.append((out, err))
-        procs.append(subprocess.Popen(runner_cmd(args), cwd=cwd, env=env, stdout=out, stderr=err,
-                                      start_new_session=True))
+        procs.append(
+            subprocess.Popen(runner_cmd(args), cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True)
+        )
     results = []
     try:
-        for proc, (out, err) in zip(procs, outs):
+        for proc, (out, err) in zip(procs, outs, strict=True):
             proc.wait(timeout=600)
             out.seek(0), err.seek(0)
             results.append((proc.pid, proc.returncode, out.read(), err.read()))
@@ -195,12 +209,21 @@ def test_model_registered_once(three_workers, mlflow_server):
 
 def test_joblib_launcher_runs_trials_in_worker_processes(tmp_path, mlflow_server, cache_dir):
     experiment = unique("joblib")
-    args = ["sweep=lightgbm", *SMALL, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-            "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4", "hydra/sweeper/pruner=none",
-            f"data.cache_dir={cache_dir}", *tracker_args(mlflow_server.url, experiment)]
+    args = [
+        "sweep=lightgbm",
+        *SMALL,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=4",
+        "hydra/sweeper/pruner=none",
+        f"data.cache_dir={cache_dir}",
+        *tracker_args(mlflow_server.url, experiment),
+    ]
     env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-    proc = subprocess.Popen(runner_cmd(args), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        runner_cmd(args), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-4000:]
     assert "4/4 trials finished" in out
@@ -210,8 +233,9 @@ def test_joblib_launcher_runs_trials_in_worker_processes(tmp_path, mlflow_server
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     worker_pids = {int(c.data.tags["runner.worker"].rsplit(":", 1)[1]) for c in children}
     assert proc.pid not in worker_pids  # trials ran in the launcher's processes, not the sweeper's
-    study = optuna.load_study(study_name="runner-lightgbm",
-                              storage=f"sqlite:///{tmp_path}/.runner/optuna/runner-lightgbm.db")
+    study = optuna.load_study(
+        study_name="runner-lightgbm", storage=f"sqlite:///{tmp_path}/.runner/optuna/runner-lightgbm.db"
+    )
     assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
     assert all(t.state == S.COMPLETE for t in study.trials)
     assert {t.user_attrs["runner.worker"]["pid"] for t in study.trials} == worker_pids
@@ -221,8 +245,14 @@ def test_joblib_launcher_runs_trials_in_worker_processes(tmp_path, mlflow_server
 def test_basic_sweeper_with_joblib_is_one_parent(tmp_path, mlflow_server, cache_dir):
     """The basic sweeper's parent id reaches loky workers through RUNNER_PARENT_RUN_ID."""
     experiment = unique("basic-joblib")
-    args = ["model.params.num_leaves=15,31", "hydra/launcher=joblib", *SMALL, "tracker.log_model=false",
-            f"data.cache_dir={cache_dir}", *tracker_args(mlflow_server.url, experiment)]
+    args = [
+        "model.params.num_leaves=15,31",
+        "hydra/launcher=joblib",
+        *SMALL,
+        "tracker.log_model=false",
+        f"data.cache_dir={cache_dir}",
+        *tracker_args(mlflow_server.url, experiment),
+    ]
     env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     env.pop("RUNNER_PARENT_RUN_ID", None)
     proc = subprocess.run(runner_cmd(args), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

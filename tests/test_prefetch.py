@@ -1,5 +1,6 @@
-"""The sweep's feature prefetch (runner/pipeline.py): pulled once in the background, reported
+"""The sweep's feature prefetch (runner/job/memo.py): pulled once in the background, reported
 by the first job that uses it, errors raised by that job; Datasets go to one thread only."""
+
 from __future__ import annotations
 
 import threading
@@ -8,25 +9,31 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import runner.config  # noqa: F401  (registers the schema)
-from runner import pipeline
+from runner import job as pipeline
 from runner.errors import ConfigError
 from tests.conftest import REPO
 
 
 def _cfg(tmp_path, *extra):
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        return compose(config_name="config", overrides=[
-            "data=synthetic", "data.demo.rows=600", "data.demo.n_features=4", "data.split.test=0.05",
-            f"data.cache_dir={tmp_path / 'cache'}", *extra])
+        return compose(
+            config_name="config",
+            overrides=[
+                "data=synthetic",
+                "data.demo.rows=600",
+                "data.demo.n_features=4",
+                "data.split.test=0.05",
+                f"data.cache_dir={tmp_path / 'cache'}",
+                *extra,
+            ],
+        )
 
 
 @pytest.fixture(autouse=True)
 def _fresh_memo():
-    pipeline._PREPARED.clear()
-    pipeline._PREFETCH_ERRORS.clear()
+    pipeline.MEMO.reset()
     yield
-    pipeline._PREPARED.clear()
-    pipeline._PREFETCH_ERRORS.clear()
+    pipeline.MEMO.reset()
 
 
 def test_first_job_reports_the_prefetched_pull(tmp_path):
@@ -64,6 +71,6 @@ def test_prefetch_error_is_raised_by_the_job(tmp_path):
     with pytest.raises(ConfigError, match="data.demo.dataset must be one of"):
         pipeline.prepared_data(cfg)
     # Raised once: a later job tries again (and fails again, by itself).
-    assert not pipeline._PREFETCH_ERRORS
+    assert not pipeline.MEMO.errors
     with pytest.raises(ConfigError, match="data.demo.dataset must be one of"):
         pipeline.prepared_data(cfg)

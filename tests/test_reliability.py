@@ -4,8 +4,9 @@ ridden out (or stops the sweep at tracker.outage_deadline, resumable); an unreac
 warehouse fails cleanly, or serves the last cached pull. Real processes, servers, signals.
 
 Kill points are reached through the test hook RUNNER_TEST_KILL_AT=<point>[:<n>]
-(runner/cache.py: the process SIGKILLs itself there; unset, it costs one comparison).
+(runner/testhooks.py: the process SIGKILLs itself there; unset, it costs one comparison).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -32,9 +33,13 @@ S = optuna.trial.TrialState
 # (point, n-th time it is reached in the killed process)
 # The default run covers three points; `-m kill_all` runs the other two (suite time on 2 cores).
 _ALL = pytest.mark.kill_all
-KILL_POINTS = [pytest.param("feature_pull", 1, id="feature_pull"), pytest.param("trial", 3, id="trial"),
-               pytest.param("between_trials", 2, marks=_ALL, id="between_trials"),
-               pytest.param("summary", 1, marks=_ALL, id="summary"), pytest.param("register", 1, id="register")]
+KILL_POINTS = [
+    pytest.param("feature_pull", 1, id="feature_pull"),
+    pytest.param("trial", 3, id="trial"),
+    pytest.param("between_trials", 2, marks=_ALL, id="between_trials"),
+    pytest.param("summary", 1, marks=_ALL, id="summary"),
+    pytest.param("register", 1, id="register"),
+]
 
 
 def unique(prefix: str) -> str:
@@ -81,14 +86,20 @@ def warm_cache(tmp_path_factory):
 
 
 def sweep_args(url: str, experiment: str, model: str, cache_dir: str, n_trials: int = N_TRIALS):
-    return ["sweep=lightgbm", *TINY, f"hydra.sweeper.n_trials={n_trials}", f"data.cache_dir={cache_dir}",
-            f"hydra.sweeper.registered_model={model}", "tracker=server", f"tracker.uri={url}",
-            f"tracker.experiment={experiment}"]
+    return [
+        "sweep=lightgbm",
+        *TINY,
+        f"hydra.sweeper.n_trials={n_trials}",
+        f"data.cache_dir={cache_dir}",
+        f"hydra.sweeper.registered_model={model}",
+        "tracker=server",
+        f"tracker.uri={url}",
+        f"tracker.experiment={experiment}",
+    ]
 
 
 def study_of(cwd: Path) -> optuna.Study:
-    return optuna.load_study(study_name="runner-lightgbm",
-                             storage=f"sqlite:///{cwd}/.runner/optuna/runner-lightgbm.db")
+    return optuna.load_study(study_name="runner-lightgbm", storage=f"sqlite:///{cwd}/.runner/optuna/runner-lightgbm.db")
 
 
 def runs(client: MlflowClient, experiment: str):
@@ -107,8 +118,9 @@ def check_cache(cache_dir: str) -> None:
     assert not [p for p in root.rglob("*.tmp")], sorted(root.rglob("*"))
 
 
-def check_study_and_runs(cwd: Path, client: MlflowClient, experiment: str, model: str, parent_id: str,
-                         n_trials: int = N_TRIALS) -> None:
+def check_study_and_runs(
+    cwd: Path, client: MlflowClient, experiment: str, model: str, parent_id: str, n_trials: int = N_TRIALS
+) -> None:
     study = study_of(cwd)
     states = Counter(t.state for t in study.trials)
     assert states[S.COMPLETE] + states[S.PRUNED] == n_trials and states[S.RUNNING] == 0, states
@@ -185,8 +197,14 @@ def outage_server(tmp_path_factory):
 
 def start_sweep(args, cwd: Path, env=None) -> subprocess.Popen:
     full = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "runner", "--multirun", *args], cwd=cwd, env=full,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", "--multirun", *args],
+        cwd=cwd,
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_children(client: MlflowClient, experiment: str, n: int, proc: subprocess.Popen) -> None:
@@ -255,17 +273,18 @@ def test_tracking_outage_past_the_deadline_stops_and_resumes(tmp_path, outage_se
 
 # ------------------------------------------------------------------ 3. warehouse outage
 
-NOPS = [r"^ALTER SESSION SET QUERY_TAG.*", r"^ALTER SESSION UNSET QUERY_TAG.*",
-        r"^select system\$cancel_all_queries.*"]
+NOPS = [r"^ALTER SESSION SET QUERY_TAG.*", r"^ALTER SESSION UNSET QUERY_TAG.*", r"^select system\$cancel_all_queries.*"]
 
 
 def snowflake_home(root: Path, port: int) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     nops = ", ".join(f"'{r}'" for r in NOPS)
     path = root / "connections.toml"
-    path.write_text(f'[test]\naccount = "fakesnow"\nuser = "fake"\npassword = "snow"\nhost = "127.0.0.1"\n'
-                    f'port = {port}\nprotocol = "http"\ndatabase = "DEMO"\nschema = "PUBLIC"\n'
-                    f'network_timeout = 3\n\n[test.session_parameters]\nnop_regexes = [{nops}]\n')
+    path.write_text(
+        f'[test]\naccount = "fakesnow"\nuser = "fake"\npassword = "snow"\nhost = "127.0.0.1"\n'
+        f'port = {port}\nprotocol = "http"\ndatabase = "DEMO"\nschema = "PUBLIC"\n'
+        f"network_timeout = 3\n\n[test.session_parameters]\nnop_regexes = [{nops}]\n"
+    )
     path.chmod(0o600)
     return root
 
@@ -282,8 +301,12 @@ def test_warehouse_unreachable_at_start(tmp_path):
     server = FakesnowProcess(tmp_path / "fs").start()
     server.stop()  # a warehouse that was there and is gone: nothing listens on its port
     home = snowflake_home(tmp_path / "sfhome", server.port)
-    res = run_runner(["data=snowflake", "data.connection_name=test", "data.cache_dir=cache", *TINY], tmp_path,
-                     env={"SNOWFLAKE_HOME": str(home)}, timeout=300)
+    res = run_runner(
+        ["data=snowflake", "data.connection_name=test", "data.cache_dir=cache", *TINY],
+        tmp_path,
+        env={"SNOWFLAKE_HOME": str(home)},
+        timeout=300,
+    )
     assert res.returncode == 2, res.stderr[-3000:]
     errors = [line for line in res.stderr.splitlines() if line.startswith("runner: error:")]
     assert len(errors) == 1 and "data.connection_name=test" in errors[0], res.stderr[-3000:]
@@ -292,10 +315,11 @@ def test_warehouse_unreachable_at_start(tmp_path):
 
 
 def test_warehouse_unreachable_after_the_cache_is_filled(tmp_path):
-    import snowflake.connector
     from types import SimpleNamespace
 
-    from runner.demo import seed_sql
+    import snowflake.connector
+
+    from runner.data.demo import seed_sql
 
     server = FakesnowProcess(tmp_path / "fs").start()
     try:
@@ -315,8 +339,7 @@ def test_warehouse_unreachable_after_the_cache_is_filled(tmp_path):
     offline = run_runner(args, tmp_path, env=env, timeout=300)
     assert offline.returncode == 0, offline.stderr[-3000:]
     assert "warehouse unreachable" in offline.stdout and "proceeding from the feature cache" in offline.stdout
-    finished = sorted((r for r in local_runs(tmp_path) if r.info.status == "FINISHED"),
-                      key=lambda r: r.info.start_time)
+    finished = sorted((r for r in local_runs(tmp_path) if r.info.status == "FINISHED"), key=lambda r: r.info.start_time)
     assert [r.data.tags["runner.cache"] for r in finished] == ["miss", "offline-hit"]
     assert finished[0].data.tags["runner.cache_key"] == finished[1].data.tags["runner.cache_key"]
     # refresh=true asks for the warehouse itself: no silent fallback
@@ -326,6 +349,7 @@ def test_warehouse_unreachable_after_the_cache_is_filled(tmp_path):
 
 
 # ------------------------------------------------------------------ 6. load
+
 
 def _vm_hwm_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -354,14 +378,23 @@ def test_load_sweep_memory_does_not_grow(n_trials, tmp_path, mlflow_server, warm
     if n_trials > 60 and "load" not in (request.config.option.markexpr or ""):
         pytest.skip("the 200-trial load sweep runs with -m load")
     experiment = unique("load")
-    args = ["sweep=lightgbm", *TINY, f"hydra.sweeper.n_trials={n_trials}", "hydra.sweeper.n_jobs=2",
-            f"data.cache_dir={warm_cache}", "tracker=server", f"tracker.uri={mlflow_server.url}",
-            f"tracker.experiment={experiment}", "hydra.sweeper.progress=false"]
+    args = [
+        "sweep=lightgbm",
+        *TINY,
+        f"hydra.sweeper.n_trials={n_trials}",
+        "hydra.sweeper.n_jobs=2",
+        f"data.cache_dir={warm_cache}",
+        "tracker=server",
+        f"tracker.uri={mlflow_server.url}",
+        f"tracker.experiment={experiment}",
+        "hydra.sweeper.progress=false",
+    ]
     full = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     db = tmp_path / ".runner" / "optuna" / "runner-lightgbm.db"
     with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "runner", "--multirun", *args], cwd=tmp_path, env=full,
-                                stdout=out, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runner", "--multirun", *args], cwd=tmp_path, env=full, stdout=out, stderr=err
+        )
         hwm = {}
         try:
             while True:  # wait4, not poll(): the exit's rusage (ru_maxrss) of this very child
@@ -390,7 +423,9 @@ def test_load_sweep_memory_does_not_grow(n_trials, tmp_path, mlflow_server, warm
     assert Counter(c.info.status for c in children).keys() <= {"FINISHED", "KILLED"}
     assert 50 in hwm and n_trials in hwm, hwm
     mb = {k: v / 1024 for k, v in hwm.items()}
-    print(f"\nload: {n_trials} trials, peak RSS after 50 trials {mb[50]:.0f} MB, after {n_trials} "
-          f"{mb[n_trials]:.0f} MB, at exit {usage.ru_maxrss / 1024:.0f} MB")
+    print(
+        f"\nload: {n_trials} trials, peak RSS after 50 trials {mb[50]:.0f} MB, after {n_trials} "
+        f"{mb[n_trials]:.0f} MB, at exit {usage.ru_maxrss / 1024:.0f} MB"
+    )
     request.node.user_properties.append(("peak_rss_mb", mb))
     assert mb[n_trials] < 1.3 * mb[50] + 50, mb

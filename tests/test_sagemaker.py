@@ -5,6 +5,7 @@ sagemaker-mlflow plugin (SigV4 signing, ARN header, s3:// artifacts) to a
 verifying SigV4 proxy in front of a real `mlflow server` that hands out
 s3:// artifact URIs; artifacts land in a local S3 (moto).
 """
+
 from __future__ import annotations
 
 import os
@@ -34,16 +35,23 @@ def s3():
 @pytest.fixture(scope="module")
 def upstream(s3, tmp_path_factory):
     """`mlflow server --default-artifact-root s3://bucket/ --no-serve-artifacts`, as SageMaker runs it."""
-    server = MlflowServer(tmp_path_factory.mktemp("sm_mlflow"), artifact_root=f"s3://{s3.bucket}/",
-                          serve_artifacts=False, env=s3.env()).start()
+    server = MlflowServer(
+        tmp_path_factory.mktemp("sm_mlflow"), artifact_root=f"s3://{s3.bucket}/", serve_artifacts=False, env=s3.env()
+    ).start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
 def _proxy(upstream, s3):
-    with Sigv4Proxy(upstream.url, access_key=s3.access_key, secret_key=s3.secret_key, region=s3.region,
-                    service="sagemaker-mlflow", arn=ARN) as proxy:
+    with Sigv4Proxy(
+        upstream.url,
+        access_key=s3.access_key,
+        secret_key=s3.secret_key,
+        region=s3.region,
+        service="sagemaker-mlflow",
+        arn=ARN,
+    ) as proxy:
         yield proxy
 
 
@@ -65,8 +73,9 @@ def _env(s3, proxy, **overrides):
 
 
 def _runs(upstream, experiment: str, status: str | None = None):
-    r = requests.get(f"{upstream.url}/api/2.0/mlflow/experiments/get-by-name",
-                     params={"experiment_name": experiment}, timeout=10)
+    r = requests.get(
+        f"{upstream.url}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": experiment}, timeout=10
+    )
     if r.status_code == 404:
         return []
     exp_id = r.json()["experiment"]["experiment_id"]
@@ -79,11 +88,13 @@ def _runs(upstream, experiment: str, status: str | None = None):
 
 
 def _all_running(upstream):
-    r = requests.post(f"{upstream.url}/api/2.0/mlflow/experiments/search", json={"max_results": 1000},
-                      timeout=10)
+    r = requests.post(f"{upstream.url}/api/2.0/mlflow/experiments/search", json={"max_results": 1000}, timeout=10)
     ids = [e["experiment_id"] for e in r.json().get("experiments", [])]
-    r = requests.post(f"{upstream.url}/api/2.0/mlflow/runs/search",
-                      json={"experiment_ids": ids, "filter": "attributes.status = 'RUNNING'"}, timeout=10)
+    r = requests.post(
+        f"{upstream.url}/api/2.0/mlflow/runs/search",
+        json={"experiment_ids": ids, "filter": "attributes.status = 'RUNNING'"},
+        timeout=10,
+    )
     return r.json().get("runs", [])
 
 
@@ -93,15 +104,23 @@ def _error_lines(stderr: str):
 
 def test_single_run_end_to_end(proxy, upstream, s3, tmp_path):
     experiment = f"sm-{uuid.uuid4().hex[:8]}"
-    proc = run_runner(["tracker=sagemaker", f"tracker.uri={ARN}", f"tracker.experiment={experiment}", *SMALL],
-                      cwd=tmp_path, env=_env(s3, proxy))
+    proc = run_runner(
+        ["tracker=sagemaker", f"tracker.uri={ARN}", f"tracker.experiment={experiment}", *SMALL],
+        cwd=tmp_path,
+        env=_env(s3, proxy),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proxy.rejected == []
     # Every request of the run (signed, through the front door); artifacts go to S3 directly.
     api = "/api/2.0/mlflow"
     assert [p for _, p in proxy.requests] == [
-        f"{api}/experiments/get-by-name", f"{api}/experiments/create", f"{api}/runs/create",
-        f"{api}/runs/log-batch", f"{api}/runs/log-inputs", f"{api}/runs/update"]
+        f"{api}/experiments/get-by-name",
+        f"{api}/experiments/create",
+        f"{api}/runs/create",
+        f"{api}/runs/log-batch",
+        f"{api}/runs/log-inputs",
+        f"{api}/runs/update",
+    ]
 
     (run,) = _runs(upstream, experiment)
     info, data = run["info"], run["data"]
@@ -114,8 +133,8 @@ def test_single_run_end_to_end(proxy, upstream, s3, tmp_path):
     inputs = run["inputs"]["dataset_inputs"]
     assert len(inputs) == 1 and inputs[0]["dataset"]["source_type"] == "snowflake"
 
-    prefix = info["artifact_uri"][len(f"s3://{s3.bucket}/"):]
-    keys = {k[len(prefix) + 1:] for k in s3.keys(prefix)}
+    prefix = info["artifact_uri"][len(f"s3://{s3.bucket}/") :]
+    keys = {k[len(prefix) + 1 :] for k in s3.keys(prefix)}
     assert {"model/MLmodel", "config/resolved.yaml", "data/feature_query.sql"} <= keys, keys
     assert any(k.startswith("model/") and k.endswith((".lgb", ".txt", ".pkl")) for k in keys), keys
     assert _all_running(upstream) == []
@@ -123,17 +142,26 @@ def test_single_run_end_to_end(proxy, upstream, s3, tmp_path):
     # The model registry goes through the plugin's registry store (what a sweep uses for
     # its best trial): runner's Tracker.register, in a process of its own.
     proxy.reset_counts()
-    script = ("import sys; from omegaconf import OmegaConf; from runner.config import TrackerConfig; "
-              "from runner.tracking import Tracker; "
-              "cfg = OmegaConf.merge(OmegaConf.structured(TrackerConfig), {'kind': 'sagemaker', 'uri': sys.argv[1]}); "
-              "run_id = sys.argv[2]; v = Tracker(cfg).register('churn-sm', run_id, f'runs:/{run_id}/model'); "
-              "print('VERSION', v.version)")
-    reg = subprocess.run([sys.executable, "-c", script, ARN, info["run_id"]], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120, env={**os.environ, **_env(s3, proxy)})
+    script = (
+        "import sys; from omegaconf import OmegaConf; from runner.config import TrackerConfig; "
+        "from runner.tracking import Tracker; "
+        "cfg = OmegaConf.merge(OmegaConf.structured(TrackerConfig), {'kind': 'sagemaker', 'uri': sys.argv[1]}); "
+        "run_id = sys.argv[2]; v = Tracker(cfg).register('churn-sm', run_id, f'runs:/{run_id}/model'); "
+        "print('VERSION', v.version)"
+    )
+    reg = subprocess.run(
+        [sys.executable, "-c", script, ARN, info["run_id"]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **_env(s3, proxy)},
+    )
     assert reg.returncode == 0 and "VERSION 1" in reg.stdout, reg.stderr[-3000:]
     assert proxy.rejected == [] and ("POST", "/api/2.0/mlflow/model-versions/create") in proxy.requests
-    r = requests.get(f"{upstream.url}/api/2.0/mlflow/model-versions/get",
-                     params={"name": "churn-sm", "version": "1"}, timeout=10)
+    r = requests.get(
+        f"{upstream.url}/api/2.0/mlflow/model-versions/get", params={"name": "churn-sm", "version": "1"}, timeout=10
+    )
     assert r.json()["model_version"]["run_id"] == info["run_id"]
 
 
@@ -141,9 +169,11 @@ def test_wrong_secret_fails_fast_with_one_clear_error(proxy, upstream, s3, tmp_p
     experiment = f"sm-bad-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
     # runner's own retry settings (not the fixture's 0): a 403 must not be retried anyway.
-    proc = run_runner(["tracker=sagemaker", f"tracker.uri={ARN}", f"tracker.experiment={experiment}", *SMALL],
-                      cwd=tmp_path, env=_env(s3, proxy, AWS_SECRET_ACCESS_KEY="not-the-secret",
-                                             MLFLOW_HTTP_REQUEST_MAX_RETRIES="2"))
+    proc = run_runner(
+        ["tracker=sagemaker", f"tracker.uri={ARN}", f"tracker.experiment={experiment}", *SMALL],
+        cwd=tmp_path,
+        env=_env(s3, proxy, AWS_SECRET_ACCESS_KEY="not-the-secret", MLFLOW_HTTP_REQUEST_MAX_RETRIES="2"),
+    )
     elapsed = time.monotonic() - started
     assert proc.returncode != 0
     assert elapsed < 30
@@ -162,8 +192,11 @@ def test_unreachable_artifact_store_fails_the_run(proxy, upstream, s3, tmp_path)
     experiment = f"sm-s3-{uuid.uuid4().hex[:8]}"
     dead = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
-    proc = run_runner(["tracker=sagemaker", f"tracker.uri={ARN}", f"tracker.experiment={experiment}", *SMALL],
-                      cwd=tmp_path, env=_env(s3, proxy, MLFLOW_S3_ENDPOINT_URL=dead, AWS_MAX_ATTEMPTS="2"))
+    proc = run_runner(
+        ["tracker=sagemaker", f"tracker.uri={ARN}", f"tracker.experiment={experiment}", *SMALL],
+        cwd=tmp_path,
+        env=_env(s3, proxy, MLFLOW_S3_ENDPOINT_URL=dead, AWS_MAX_ATTEMPTS="2"),
+    )
     assert proc.returncode != 0 and time.monotonic() - started < 90
     (line,) = _error_lines(proc.stderr)
     assert f"MLFLOW_S3_ENDPOINT_URL={dead}" in line and "artifacts" in line, line
@@ -182,11 +215,14 @@ def test_missing_credentials_fail_before_any_request(proxy, s3, tmp_path):
     assert proxy.requests == [] and proxy.rejected == []
 
 
-@pytest.mark.parametrize("uri", [
-    "arn:aws:sagemaker:us-east-1:1234:mlflow-tracking-server/test",      # account is 12 digits
-    "arn:aws:s3:us-east-1:123456789012:mlflow-tracking-server/test",     # not sagemaker
-    "https://us-east-1.experiments.sagemaker.aws",                       # a URL, not the ARN
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "arn:aws:sagemaker:us-east-1:1234:mlflow-tracking-server/test",  # account is 12 digits
+        "arn:aws:s3:us-east-1:123456789012:mlflow-tracking-server/test",  # not sagemaker
+        "https://us-east-1.experiments.sagemaker.aws",  # a URL, not the ARN
+    ],
+)
 def test_malformed_arn_is_a_config_error_before_any_request(proxy, s3, tmp_path, uri):
     proc = run_runner(["tracker=sagemaker", f"tracker.uri={uri}", *SMALL], cwd=tmp_path, env=_env(s3, proxy))
     assert proc.returncode != 0

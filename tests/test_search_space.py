@@ -1,4 +1,5 @@
 """The sweeper's search-space grammar (Hydra's override parser -> Optuna distributions), table-driven."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,8 +7,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hydra_plugins.runner_optuna_sweeper._search_space import (check_keys, encode, grid_space,
-                                                                parse_space)
+from hydra_plugins.runner_optuna_sweeper._search_space import check_keys, encode, grid_space, parse_space
 from runner.errors import ConfigError, RunnerError
 
 KEY = "model.params.num_leaves"
@@ -66,8 +66,11 @@ def test_bad_grammar_names_the_param(text, message):
 def test_command_line_sweeps_win_and_are_named():
     space = parse_space({KEY: "int(interval(15, 255))"}, ["model.params.num_leaves=choice(7, 9)"])
     assert space.distributions[KEY] == CategoricalDistribution([7, 9])
-    with pytest.raises(ConfigError, match=r"^command line 'model.params.num_leaves=int\(interval\(9, 7\)\)': "
-                                          r"low 9 > high 7"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^command line 'model.params.num_leaves=int\(interval\(9, 7\)\)': "
+        r"low 9 > high 7",
+    ):
         parse_space({}, ["model.params.num_leaves=int(interval(9, 7))"])
 
 
@@ -83,9 +86,11 @@ KEYS = [
     ({KEY: "int(interval(15, 255))"}, None),
     ({"run_name": "choice(a, b)"}, None),  # a key whose value is null still exists
     ({"+model.params.extra_trees": "choice(true, false)"}, None),  # + adds a key
-    ({"model.params.num_leavez": "int(interval(15, 255))"},
-     "hydra.sweeper.params.model.params.num_leavez: model.params.num_leavez is not in the config "
-     "(keys of model.params: num_leaves, learning_rate)"),
+    (
+        {"model.params.num_leavez": "int(interval(15, 255))"},
+        "hydra.sweeper.params.model.params.num_leavez: model.params.num_leavez is not in the config "
+        "(keys of model.params: num_leaves, learning_rate)",
+    ),
     ({"modle.params.num_leaves": "int(interval(15, 255))"}, "modle.params.num_leaves is not in the config"),
     ({"model.params.nope": "7"}, "hydra.sweeper.params.model.params.nope: model.params.nope is not in the config"),
 ]
@@ -123,22 +128,29 @@ def test_default_tpe_samples_as_optuna_does(multivariate):
 
     import optuna
 
-    from hydra_plugins.runner_optuna_sweeper._impl import build
+    from hydra_plugins.runner_optuna_sweeper._samplers import build
     from hydra_plugins.runner_optuna_sweeper.config import TPESamplerConfig
 
     node = OmegaConf.structured(TPESamplerConfig(seed=0, multivariate=multivariate))
     ours, desc = build("sampler", node)
     theirs = optuna.samplers.TPESampler(seed=0, **({} if multivariate is None else {"multivariate": False}))
     assert desc["name"] == "TPESampler" and ("multivariate" in desc["options"]) == (multivariate is not None)
-    space = {"lr": FloatDistribution(0.01, 0.3, log=True), "leaves": IntDistribution(15, 255),
-             "ff": FloatDistribution(0.5, 1.0)}
+    space = {
+        "lr": FloatDistribution(0.01, 0.3, log=True),
+        "leaves": IntDistribution(15, 255),
+        "ff": FloatDistribution(0.5, 1.0),
+    }
 
     def drawn(sampler):
         study = optuna.create_study(sampler=sampler)
         for _ in range(14):  # past n_startup_trials=10, into TPE proper
             trial = study.ask(space)
-            study.tell(trial, (math.log(trial.params["lr"]) + 3) ** 2 + (trial.params["leaves"] - 60) ** 2 / 1e4
-                       + trial.params["ff"] * trial.params["lr"])
+            study.tell(
+                trial,
+                (math.log(trial.params["lr"]) + 3) ** 2
+                + (trial.params["leaves"] - 60) ** 2 / 1e4
+                + trial.params["ff"] * trial.params["lr"],
+            )
         return [t.params for t in study.trials]
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

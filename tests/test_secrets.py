@@ -1,4 +1,5 @@
 """Canary secrets planted in the environment never show up in anything runner writes."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -53,14 +54,13 @@ import pytest  # noqa: E402
 from tests.support.servers import FakesnowProcess, PostgresCluster  # noqa: E402
 
 WIDE = {
-    "snowflake": "canary-sf-toml-pw-" + uuid.uuid4().hex[:8],       # connections.toml password
-    "aws": "canary-aws-secret-" + uuid.uuid4().hex[:8],             # AWS_SECRET_ACCESS_KEY
-    "mlflow": "canary-mlflow-token-" + uuid.uuid4().hex[:8],        # MLFLOW_TRACKING_TOKEN
-    "database": "canary-db-pw-" + uuid.uuid4().hex[:8],             # password in the storage URL
-    "typed": "canary-typed-pw-" + uuid.uuid4().hex[:8],             # user:password@ typed in tracker.uri
+    "snowflake": "canary-sf-toml-pw-" + uuid.uuid4().hex[:8],  # connections.toml password
+    "aws": "canary-aws-secret-" + uuid.uuid4().hex[:8],  # AWS_SECRET_ACCESS_KEY
+    "mlflow": "canary-mlflow-token-" + uuid.uuid4().hex[:8],  # MLFLOW_TRACKING_TOKEN
+    "database": "canary-db-pw-" + uuid.uuid4().hex[:8],  # password in the storage URL
+    "typed": "canary-typed-pw-" + uuid.uuid4().hex[:8],  # user:password@ typed in tracker.uri
 }
-NOPS = [r"^ALTER SESSION SET QUERY_TAG.*", r"^ALTER SESSION UNSET QUERY_TAG.*",
-        r"^select system\$cancel_all_queries.*"]
+NOPS = [r"^ALTER SESSION SET QUERY_TAG.*", r"^ALTER SESSION UNSET QUERY_TAG.*", r"^select system\$cancel_all_queries.*"]
 TINY = ["data.demo.events=20000", "data.demo.customers=2000", "model.num_boost_round=10"]
 
 
@@ -87,8 +87,9 @@ def postgres():
     base = Path(tempfile.mkdtemp(prefix="runner-pg-secrets-"))
     os.chmod(base, 0o755)
     cluster = PostgresCluster(base / "cluster").start()
-    conn = psycopg2.connect(host="127.0.0.1", port=cluster.port, user="runner", password="runner-test-pw",
-                            dbname="postgres")
+    conn = psycopg2.connect(
+        host="127.0.0.1", port=cluster.port, user="runner", password="runner-test-pw", dbname="postgres"
+    )
     conn.autocommit = True
     conn.cursor().execute(f"alter user runner with password '{WIDE['database']}'")
     conn.close()
@@ -100,8 +101,9 @@ def postgres():
 def dump_postgres(cluster) -> str:
     import psycopg2
 
-    conn = psycopg2.connect(host="127.0.0.1", port=cluster.port, user="runner", password=WIDE["database"],
-                            dbname="postgres")
+    conn = psycopg2.connect(
+        host="127.0.0.1", port=cluster.port, user="runner", password=WIDE["database"], dbname="postgres"
+    )
     try:
         cur = conn.cursor()
         cur.execute("select tablename from pg_tables where schemaname = 'public'")
@@ -119,7 +121,7 @@ def dump_postgres(cluster) -> str:
 def test_no_canary_from_any_backend_after_run_sweep_and_failure(tmp_path, mlflow_server, postgres):
     import snowflake.connector
 
-    from runner.demo import seed_sql
+    from runner.data.demo import seed_sql
 
     fs = FakesnowProcess(tmp_path / "fs").start()
     try:
@@ -133,32 +135,58 @@ def test_no_canary_from_any_backend_after_run_sweep_and_failure(tmp_path, mlflow
         home.mkdir()
         nops = ", ".join(f"'{r}'" for r in NOPS)
         toml = home / "connections.toml"
-        toml.write_text(f'[test]\naccount = "fakesnow"\nuser = "fake"\npassword = "{WIDE["snowflake"]}"\n'
-                        f'host = "127.0.0.1"\nport = {fs.port}\nprotocol = "http"\ndatabase = "DEMO"\n'
-                        f'schema = "PUBLIC"\nnetwork_timeout = 10\n\n[test.session_parameters]\n'
-                        f'nop_regexes = [{nops}]\n')
+        toml.write_text(
+            f'[test]\naccount = "fakesnow"\nuser = "fake"\npassword = "{WIDE["snowflake"]}"\n'
+            f'host = "127.0.0.1"\nport = {fs.port}\nprotocol = "http"\ndatabase = "DEMO"\n'
+            f'schema = "PUBLIC"\nnetwork_timeout = 10\n\n[test.session_parameters]\n'
+            f"nop_regexes = [{nops}]\n"
+        )
         toml.chmod(0o600)
         work = tmp_path / "work"
         work.mkdir()
-        env = {"SNOWFLAKE_HOME": str(home), "AWS_ACCESS_KEY_ID": "AKIDCANARY", "AWS_SECRET_ACCESS_KEY": WIDE["aws"],
-               "MLFLOW_TRACKING_TOKEN": WIDE["mlflow"], "RUNNER_STORAGE_PASSWORD": WIDE["database"]}
+        env = {
+            "SNOWFLAKE_HOME": str(home),
+            "AWS_ACCESS_KEY_ID": "AKIDCANARY",
+            "AWS_SECRET_ACCESS_KEY": WIDE["aws"],
+            "MLFLOW_TRACKING_TOKEN": WIDE["mlflow"],
+            "RUNNER_STORAGE_PASSWORD": WIDE["database"],
+        }
         experiment = "secrets-" + uuid.uuid4().hex[:8]
         host = mlflow_server.url.split("://", 1)[1]
-        tracker = ["tracker=server", f"tracker.uri=http://runner:{WIDE['typed']}@{host}",
-                   f"tracker.experiment={experiment}"]
+        tracker = [
+            "tracker=server",
+            f"tracker.uri=http://runner:{WIDE['typed']}@{host}",
+            f"tracker.experiment={experiment}",
+        ]
         single = run_runner(["data=snowflake", "data.connection_name=test", *TINY, *tracker], work, env=env)
         assert single.returncode == 0, single.stderr[-3000:]
         storage_typed = f"postgresql+psycopg2://runner:{WIDE['database']}@127.0.0.1:{postgres.port}/postgres"
-        storage_env = ("postgresql+psycopg2://runner:${oc.env:RUNNER_STORAGE_PASSWORD}@127.0.0.1:"
-                       f"{postgres.port}/postgres")
+        storage_env = (
+            f"postgresql+psycopg2://runner:${{oc.env:RUNNER_STORAGE_PASSWORD}}@127.0.0.1:{postgres.port}/postgres"
+        )
         sweeps = []
         for i, storage in enumerate([storage_typed, storage_env]):
-            sweeps.append(run_runner(["sweep=lightgbm", "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage={storage}",
-                                      f"hydra.sweeper.study_name=secrets-{i}", "data=snowflake",
-                                      "data.connection_name=test", *TINY, *tracker], work, env=env, multirun=True))
+            sweeps.append(
+                run_runner(
+                    [
+                        "sweep=lightgbm",
+                        "hydra.sweeper.n_trials=2",
+                        f"hydra.sweeper.storage={storage}",
+                        f"hydra.sweeper.study_name=secrets-{i}",
+                        "data=snowflake",
+                        "data.connection_name=test",
+                        *TINY,
+                        *tracker,
+                    ],
+                    work,
+                    env=env,
+                    multirun=True,
+                )
+            )
             assert sweeps[-1].returncode == 0, sweeps[-1].stderr[-3000:]
-        failed = run_runner(["data=snowflake", "data.connection_name=test", "data.label=NOPE", *TINY, *tracker],
-                            work, env=env)
+        failed = run_runner(
+            ["data=snowflake", "data.connection_name=test", "data.label=NOPE", *TINY, *tracker], work, env=env
+        )
         assert failed.returncode == 2, failed.stderr[-3000:]
     finally:
         fs.stop()

@@ -1,5 +1,6 @@
 """`python -m runner` end to end on real components: fakesnow server over the
 wire, the real Snowflake connector and Snowpark, LightGBM, MLflow stores."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, run_runner
+from tests.conftest import run_runner
 
 SMALL = ["data.demo.events=60000", "data.demo.customers=4000", "model.num_boost_round=60"]
 
@@ -113,8 +114,9 @@ def test_refresh_forces_a_fresh_pull(default_runs):
 def test_rerun_from_mlflow_record_gives_same_metrics(default_runs):
     cwd, first, _ = default_runs
     run_id = re.search(r"runner: run ([0-9a-f]{32})", first.stdout).group(1)
-    res = subprocess.run([sys.executable, "-m", "runner.rerun", run_id], cwd=cwd, capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "runner.rerun", run_id], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     new_id = re.search(r"runner: run ([0-9a-f]{32}) FINISHED", res.stdout).group(1)
     client = local_client(cwd)
@@ -125,8 +127,13 @@ def test_rerun_from_mlflow_record_gives_same_metrics(default_runs):
 
 
 def test_overrides_reach_the_run_and_are_recorded(tmp_path, mlflow_server):
-    args = SMALL + ["tracker=server", f"tracker.uri={mlflow_server.url}", "tracker.experiment=overrides",
-                    "model.params.num_leaves=63", f"data.cache_dir={tmp_path}/cache"]
+    args = SMALL + [
+        "tracker=server",
+        f"tracker.uri={mlflow_server.url}",
+        "tracker.experiment=overrides",
+        "model.params.num_leaves=63",
+        f"data.cache_dir={tmp_path}/cache",
+    ]
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -149,8 +156,12 @@ def test_overrides_reach_the_run_and_are_recorded(tmp_path, mlflow_server):
 def test_other_objectives(tmp_path, objective, metric):
     # Regression on spend, multiclass on plan: same warehouse, other label.
     label = {"regression": "TOTAL_AMOUNT", "multiclass": "PLAN"}[objective]
-    args = SMALL + [f"model.params.objective={objective}", f"data.label={label}",
-                    "data.drop=[CHURNED]", "tracker.log_model=false"]
+    args = SMALL + [
+        f"model.params.objective={objective}",
+        f"data.label={label}",
+        "data.drop=[CHURNED]",
+        "tracker.log_model=false",
+    ]
     res = run_runner(args, tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"valid_{metric}=" in res.stdout

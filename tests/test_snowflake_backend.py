@@ -11,6 +11,7 @@ fails there, so data.snapshot is checked on the generated SQL and on the
 error path), LAST_ALTERED (always 1970: the cache key follows ROW_COUNT
 there), QUERY_TAG (accepted as a no-op: checked on the wire), TRANSIENT.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -22,20 +23,25 @@ from types import SimpleNamespace
 import pytest
 from omegaconf import OmegaConf
 
-from runner.cache import FeatureCache
 from runner.config import DataConfig
-from runner.demo import seed_sql
+from runner.data import (
+    MATERIALIZED_PREFIX,
+    FeatureCache,
+    build_frame,
+    frame_sql,
+    load_features,
+    open_warehouse,
+    snapshot_timestamp,
+    time_travel_sql,
+)
+from runner.data.demo import seed_sql
 from runner.errors import ConfigError, WarehouseError
-from runner.features import (MATERIALIZED_PREFIX, build_frame, frame_sql, load_features,
-                             snapshot_timestamp, time_travel_sql)
-from runner.warehouse import open_warehouse
 from tests.conftest import run_runner
 from tests.support.servers import FakesnowProcess, free_port
 from tests.support.sigv4_proxy import Sigv4Proxy
 
 CANARY = "canary-pw-5be1c0d9"
-NOPS = [r"^ALTER SESSION SET QUERY_TAG.*", r"^ALTER SESSION UNSET QUERY_TAG.*",
-        r"^select system\$cancel_all_queries.*"]
+NOPS = [r"^ALTER SESSION SET QUERY_TAG.*", r"^ALTER SESSION UNSET QUERY_TAG.*", r"^select system\$cancel_all_queries.*"]
 DEMO = SimpleNamespace(seed=7, customers=3000, events=50000)
 
 
@@ -88,8 +94,16 @@ nop_regexes = [{nops}]
 @pytest.fixture
 def env_connection(warehouse, monkeypatch):
     """The SNOWFLAKE_* variables path (in this process: no connections.toml involved)."""
-    values = dict(ACCOUNT="fakesnow", USER="fake", PASSWORD=CANARY, HOST="127.0.0.1", PORT=str(warehouse.port),
-                  PROTOCOL="http", DATABASE="DEMO", SCHEMA="PUBLIC")
+    values = dict(
+        ACCOUNT="fakesnow",
+        USER="fake",
+        PASSWORD=CANARY,
+        HOST="127.0.0.1",
+        PORT=str(warehouse.port),
+        PROTOCOL="http",
+        DATABASE="DEMO",
+        SCHEMA="PUBLIC",
+    )
     for key, value in values.items():
         monkeypatch.setenv(f"SNOWFLAKE_{key}", value)
     return values
@@ -97,8 +111,14 @@ def env_connection(warehouse, monkeypatch):
 
 def data_cfg(**overrides):
     base = OmegaConf.structured(DataConfig)
-    spec = {"backend": "snowflake", "features": {"_target_": "runner.demo.churn_features"},
-            "entity_key": "CUSTOMER_ID", "label": "CHURNED", "network_timeout": 10, **overrides}
+    spec = {
+        "backend": "snowflake",
+        "features": {"_target_": "runner.demo.churn_features"},
+        "entity_key": "CUSTOMER_ID",
+        "label": "CHURNED",
+        "network_timeout": 10,
+        **overrides,
+    }
     return OmegaConf.merge(base, spec)
 
 
@@ -134,8 +154,11 @@ def test_run_from_connections_toml(warehouse, snowflake_home, tmp_path):
     warehouse.door.reset_counts()
     work = tmp_path / "work"
     work.mkdir()
-    proc = run_runner(["data=snowflake", "data.connection_name=test", "model.num_boost_round=30"], cwd=work,
-                      env={"SNOWFLAKE_HOME": str(snowflake_home)})
+    proc = run_runner(
+        ["data=snowflake", "data.connection_name=test", "model.num_boost_round=30"],
+        cwd=work,
+        env={"SNOWFLAKE_HOME": str(snowflake_home)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     client = MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db")
@@ -149,8 +172,9 @@ def test_run_from_connections_toml(warehouse, snowflake_home, tmp_path):
     assert (source["account"], source["database"], source["schema"]) == ("fakesnow", "DEMO", "PUBLIC")
     assert source["definition"] == "data.features" and "EVENTS" in source["query"]
     # The data version: LAST_ALTERED/ROW_COUNT per source table (fakesnow: always 1970).
-    assert re.fullmatch(r"altered:DEMO\.PUBLIC\.CUSTOMERS=[^;]+/3000;DEMO\.PUBLIC\.EVENTS=[^;]+/50000",
-                        source["version"]), source["version"]
+    assert re.fullmatch(
+        r"altered:DEMO\.PUBLIC\.CUSTOMERS=[^;]+/3000;DEMO\.PUBLIC\.EVENTS=[^;]+/50000", source["version"]
+    ), source["version"]
 
     # The warehouse got the query tag before any other statement of the run.
     statements = sent_sql(warehouse.door)
@@ -175,8 +199,9 @@ def test_run_from_connections_toml(warehouse, snowflake_home, tmp_path):
 
 
 def test_connection_errors_name_the_setting(snowflake_home, tmp_path):
-    proc = run_runner(["data=snowflake", "data.connection_name=nope"], cwd=tmp_path,
-                      env={"SNOWFLAKE_HOME": str(snowflake_home)})
+    proc = run_runner(
+        ["data=snowflake", "data.connection_name=nope"], cwd=tmp_path, env={"SNOWFLAKE_HOME": str(snowflake_home)}
+    )
     assert proc.returncode != 0
     (line,) = _error_lines(proc.stderr)
     assert "data.connection_name='nope'" in line and "entries: test" in line and "SNOWFLAKE_HOME" in line, line
@@ -194,12 +219,18 @@ def test_connection_errors_name_the_setting(snowflake_home, tmp_path):
     dead = tmp_path / "dead_home"
     dead.mkdir()
     (dead / "connections.toml").write_text(
-        (snowflake_home / "connections.toml").read_text().replace("[test", "[dead").replace(
+        (snowflake_home / "connections.toml")
+        .read_text()
+        .replace("[test", "[dead")
+        .replace(
             re.search(r"port = \d+", (snowflake_home / "connections.toml").read_text()).group(0),
-            f"port = {free_port()}"))
+            f"port = {free_port()}",
+        )
+    )
     (dead / "connections.toml").chmod(0o600)
-    proc = run_runner(["data=snowflake", "data.connection_name=dead"], cwd=tmp_path,
-                      env={"SNOWFLAKE_HOME": str(dead)}, timeout=120)
+    proc = run_runner(
+        ["data=snowflake", "data.connection_name=dead"], cwd=tmp_path, env={"SNOWFLAKE_HOME": str(dead)}, timeout=120
+    )
     assert proc.returncode != 0
     (line,) = _error_lines(proc.stderr)
     assert "cannot connect to Snowflake (data.connection_name=dead in " in line, line
@@ -221,8 +252,15 @@ def test_cache_key_follows_source_changes(env_connection, tmp_path):
     again = pull(cfg, tmp_path)
     assert again.cache_hit and again.key == first.key and again.feature_queries == 0
 
-    conn = snowflake.connector.connect(user="fake", password="x", account="fakesnow", host="127.0.0.1",
-                                       port=int(env_connection["PORT"]), protocol="http", network_timeout=10)
+    conn = snowflake.connector.connect(
+        user="fake",
+        password="x",
+        account="fakesnow",
+        host="127.0.0.1",
+        port=int(env_connection["PORT"]),
+        protocol="http",
+        network_timeout=10,
+    )
     try:
         conn.cursor().execute("insert into DEMO.MUTABLE.EVENTS select * from DEMO.MUTABLE.EVENTS limit 10")
     finally:
@@ -262,8 +300,11 @@ def test_materialize_table_is_computed_once_and_read_by_later_pulls(warehouse, e
     # (float sums may differ in the last bits: the engine aggregates in parallel)
     import pandas.testing
 
-    pandas.testing.assert_frame_equal(plain.table.sort_by("CUSTOMER_ID").to_pandas(),
-                                      second.table.sort_by("CUSTOMER_ID").to_pandas(), check_exact=False)
+    pandas.testing.assert_frame_equal(
+        plain.table.sort_by("CUSTOMER_ID").to_pandas(),
+        second.table.sort_by("CUSTOMER_ID").to_pandas(),
+        check_exact=False,
+    )
 
     # refresh recomputes and replaces the table.
     refreshed = pull(data_cfg(materialize="table", refresh=True), tmp_path / "worker3")
@@ -305,11 +346,13 @@ def test_snapshot_sql_reads_every_source_table_at_the_timestamp(env_connection):
         import pandas.testing
 
         same = wh.session.sql(time_travel_sql(sql, None)).to_arrow().sort_by("CUSTOMER_ID")
-        pandas.testing.assert_frame_equal(same.to_pandas(), frame.to_arrow().sort_by("CUSTOMER_ID").to_pandas(),
-                                          check_exact=False)
+        pandas.testing.assert_frame_equal(
+            same.to_pandas(), frame.to_arrow().sort_by("CUSTOMER_ID").to_pandas(), check_exact=False
+        )
 
     assert time_travel_sql("with e as (select * from EVENTS) select * from e join DB.S.T t on true", stamp) == (
-        f"WITH e AS (SELECT * FROM EVENTS {at}) SELECT * FROM e JOIN DB.S.T {at} AS t ON TRUE")
+        f"WITH e AS (SELECT * FROM EVENTS {at}) SELECT * FROM e JOIN DB.S.T {at} AS t ON TRUE"
+    )
     assert time_travel_sql("select seq8() from table(generator(rowcount => 3))", stamp).count("AT (") == 0
     with pytest.raises(ConfigError, match="already uses time travel"):
         time_travel_sql(f"select * from EVENTS {at}", stamp)
@@ -322,8 +365,10 @@ def test_snapshot_reaches_the_warehouse_and_is_recorded(env_connection, tmp_path
 
     # A definition without source tables runs (nothing to rewrite): the snapshot is in the
     # dataset source and the data version, and so in the cache key.
-    query = ("select seq8() as CUSTOMER_ID, iff(seq8() % 2 = 0, 1, 0) as CHURNED, seq8() * 2 as X "
-             "from table(generator(rowcount => 40))")
+    query = (
+        "select seq8() as CUSTOMER_ID, iff(seq8() % 2 = 0, 1, 0) as CHURNED, seq8() * 2 as X "
+        "from table(generator(rowcount => 40))"
+    )
     at_noon = pull(data_cfg(features=None, query=query, snapshot="2024-06-01T12:00:00Z"), tmp_path)
     assert at_noon.source["snapshot"] == "2024-06-01 12:00:00 +00:00"
     assert at_noon.source["version"] == "snapshot:2024-06-01 12:00:00 +00:00"
@@ -334,7 +379,7 @@ def test_snapshot_reaches_the_warehouse_and_is_recorded(env_connection, tmp_path
 
 
 def test_snowflake_kwargs_from_env_keep_secrets_out_of_our_config(env_connection):
-    from runner.warehouse import snowflake_kwargs
+    from runner.data.snowflake import snowflake_kwargs
 
     kwargs = snowflake_kwargs(data_cfg(warehouse="WH", role="ANALYST"))
     assert kwargs["password"] == CANARY and kwargs["port"] == int(env_connection["PORT"])
@@ -343,7 +388,7 @@ def test_snowflake_kwargs_from_env_keep_secrets_out_of_our_config(env_connection
     assert CANARY not in cfg_text and "password" not in cfg_text
     assert not os.environ.get("RUNNER_SNOWFLAKE_EMULATOR")
 
-    from runner.features import validate
+    from runner.data import validate
 
     validate(data_cfg(materialize="table", snapshot="2024-06-01"))
     with pytest.raises(ConfigError, match="data.materialize must be one of none, table"):

@@ -5,6 +5,7 @@ the names recorded there (Optuna user attributes, MLflow tags, the parent run li
 must keep working, so the same command with a larger budget continues the same study
 under the same parent run.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -30,8 +31,9 @@ def _install(tmp_path: Path) -> None:
     shutil.copy(FIXTURE / "optuna-fixture-v0.db", tmp_path / ".runner" / "optuna" / "fixture-v0.db")
     con = sqlite3.connect(tmp_path / "mlruns" / "mlflow.db")
     with con:
-        con.execute("update experiments set artifact_location = replace(artifact_location, ?, ?)",
-                    (WRITTEN_IN, str(tmp_path)))
+        con.execute(
+            "update experiments set artifact_location = replace(artifact_location, ?, ?)", (WRITTEN_IN, str(tmp_path))
+        )
         con.execute("update runs set artifact_uri = replace(artifact_uri, ?, ?)", (WRITTEN_IN, str(tmp_path)))
     con.close()
 
@@ -40,15 +42,23 @@ def test_resume_a_store_written_before_the_restructure(tmp_path):
     import optuna
 
     _install(tmp_path)
-    args = ["sweep=lightgbm", "hydra.sweeper.n_trials=5", "data=synthetic", "data.demo.rows=2000",
-            "data.demo.n_features=5", "model.num_boost_round=20", "hydra.sweeper.study_name=fixture-v0",
-            "tracker.experiment=fixture"]
+    args = [
+        "sweep=lightgbm",
+        "hydra.sweeper.n_trials=5",
+        "data=synthetic",
+        "data.demo.rows=2000",
+        "data.demo.n_features=5",
+        "model.num_boost_round=20",
+        "hydra.sweeper.study_name=fixture-v0",
+        "tracker.experiment=fixture",
+    ]
     proc = run_runner(args, tmp_path, multirun=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed, 3/5 trials finished" in proc.stderr
 
-    study = optuna.load_study(study_name="fixture-v0",
-                              storage=f"sqlite:///{tmp_path / '.runner' / 'optuna' / 'fixture-v0.db'}")
+    study = optuna.load_study(
+        study_name="fixture-v0", storage=f"sqlite:///{tmp_path / '.runner' / 'optuna' / 'fixture-v0.db'}"
+    )
     states = [t.state.name for t in study.trials]
     assert states == ["COMPLETE"] * 5
     assert study.user_attrs["mlflow_parent_run_id"] == PARENT

@@ -1,6 +1,7 @@
 """`python -m runner --multirun ...` sweeps end to end: the runner_optuna sweeper and the
 basic sweeper's parent run, against a real `mlflow server` on loopback (behind a counting
 front door) and the Optuna storage the sweep wrote. Real components only."""
+
 from __future__ import annotations
 
 import os
@@ -21,9 +22,14 @@ from tests.support.sigv4_proxy import Sigv4Proxy
 
 SMALL = ["data.demo.events=100000", "data.demo.customers=5000", "model.num_boost_round=30"]
 # Aggressive pruning so a 6-trial sweep prunes: from the 3rd trial on, every round.
-PRUNE_HARD = ["hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=3", "hydra/sweeper/pruner=median",
-              "hydra.sweeper.pruner.n_startup_trials=2", "hydra.sweeper.pruner.n_warmup_steps=0",
-              "hydra.sweeper.report_every=1"]
+PRUNE_HARD = [
+    "hydra/sweeper/sampler=random",
+    "hydra.sweeper.sampler.seed=3",
+    "hydra/sweeper/pruner=median",
+    "hydra.sweeper.pruner.n_startup_trials=2",
+    "hydra.sweeper.pruner.n_warmup_steps=0",
+    "hydra.sweeper.report_every=1",
+]
 API = "/api/2.0/mlflow"
 
 
@@ -69,9 +75,19 @@ def main_sweep(mlflow_server, tmp_path_factory):
     experiment, model = unique("sweep"), unique("churn-model")
     cold_cache = str(tmp_path_factory.mktemp("cold_cache"))
     with Sigv4Proxy(mlflow_server.url, verify=False) as door:
-        proc = run_runner(["sweep=lightgbm", *SMALL, "hydra.sweeper.n_trials=6", f"data.cache_dir={cold_cache}",
-                           f"hydra.sweeper.registered_model={model}", *PRUNE_HARD,
-                           *tracker_args(door.url, experiment)], cwd, multirun=True)
+        proc = run_runner(
+            [
+                "sweep=lightgbm",
+                *SMALL,
+                "hydra.sweeper.n_trials=6",
+                f"data.cache_dir={cold_cache}",
+                f"hydra.sweeper.registered_model={model}",
+                *PRUNE_HARD,
+                *tracker_args(door.url, experiment),
+            ],
+            cwd,
+            multirun=True,
+        )
         sent = list(door.requests)
     return cwd, experiment, model, proc, sent
 
@@ -136,8 +152,12 @@ def test_artifacts_and_registered_model_on_the_parent(main_sweep, mlflow_server)
     client = MlflowClient(mlflow_server.url)
     parent = split(runs_of(client, experiment))[0][0]
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "optuna")}
-    assert {"optuna/top_trials.csv", "optuna/top_trials.md", "optuna/optimization_history.png",
-            "optuna/param_importances.png"} <= names
+    assert {
+        "optuna/top_trials.csv",
+        "optuna/top_trials.md",
+        "optuna/optimization_history.png",
+        "optuna/param_importances.png",
+    } <= names
     png = client.download_artifacts(parent.info.run_id, "optuna/optimization_history.png", str(cwd))
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (version,) = client.search_model_versions(f"name='{model}'")
@@ -167,7 +187,7 @@ def test_rerun_resumes_the_finished_study_with_a_warm_cache(main_sweep, mlflow_s
     """Same command again: the study is complete, nothing runs, the same parent is reused."""
     cwd, experiment, model, first, _ = main_sweep
     cold_cache = next(a for a in first.args if a.startswith("data.cache_dir="))
-    args = [a for a in first.args[first.args.index("--multirun") + 1:] if "tracker.uri" not in a]
+    args = [a for a in first.args[first.args.index("--multirun") + 1 :] if "tracker.uri" not in a]
     proc = run_runner([*args, f"tracker.uri={mlflow_server.url}"], cwd, multirun=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "6/6 trials finished" in proc.stdout and "this run 0 trials" in proc.stdout
@@ -181,18 +201,22 @@ def test_rerun_resumes_the_finished_study_with_a_warm_cache(main_sweep, mlflow_s
 # ------------------------------------------------------------------ validation before any trial
 
 
-@pytest.mark.parametrize("arg,message", [
-    ("model.params.num_leaves=int(interval(300, 255))",
-     "command line 'model.params.num_leaves=int(interval(300, 255))': low 300 > high 255"),
-    ("model.params.num_leavez=int(interval(15, 255))", "model.params.num_leavez is not in the config"),
-    ("model.params.learning_rate=tag(loog, interval(0.01, 0.3))", "unknown tag 'loog'"),
-])
+@pytest.mark.parametrize(
+    "arg,message",
+    [
+        (
+            "model.params.num_leaves=int(interval(300, 255))",
+            "command line 'model.params.num_leaves=int(interval(300, 255))': low 300 > high 255",
+        ),
+        ("model.params.num_leavez=int(interval(15, 255))", "model.params.num_leavez is not in the config"),
+        ("model.params.learning_rate=tag(loog, interval(0.01, 0.3))", "unknown tag 'loog'"),
+    ],
+)
 def test_bad_search_space_fails_before_any_trial(arg, message, tmp_path, mlflow_server):
     experiment = unique("bad")
-    proc = run_runner(["sweep=lightgbm", arg, *tracker_args(mlflow_server.url, experiment)], tmp_path,
-                      multirun=True)
+    proc = run_runner(["sweep=lightgbm", arg, *tracker_args(mlflow_server.url, experiment)], tmp_path, multirun=True)
     assert proc.returncode == 2, proc.stderr[-3000:]
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("runner: error:")]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("runner: error:")]
     assert len(lines) == 1 and message in lines[0], proc.stderr[-3000:]
     assert MlflowClient(mlflow_server.url).get_experiment_by_name(experiment) is None
     assert not (tmp_path / ".runner" / "optuna").exists()
@@ -201,22 +225,37 @@ def test_bad_search_space_fails_before_any_trial(arg, message, tmp_path, mlflow_
 def test_bad_param_in_a_sweep_file_is_named(tmp_path, mlflow_server):
     conf = tmp_path / "conf" / "sweep"
     conf.mkdir(parents=True)
-    (conf / "bad.yaml").write_text("# @package _global_\ndefaults:\n  - override /hydra/sweeper: runner_optuna\n"
-                                   "hydra:\n  sweeper:\n    params:\n"
-                                   "      model.params.num_leaves: int(interval(300, 255))\n")
-    proc = run_runner(["--config-dir", str(tmp_path / "conf"), "sweep=bad",
-                       *tracker_args(mlflow_server.url, unique("bad"))], tmp_path, multirun=True)
+    (conf / "bad.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /hydra/sweeper: runner_optuna\n"
+        "hydra:\n  sweeper:\n    params:\n"
+        "      model.params.num_leaves: int(interval(300, 255))\n"
+    )
+    proc = run_runner(
+        ["--config-dir", str(tmp_path / "conf"), "sweep=bad", *tracker_args(mlflow_server.url, unique("bad"))],
+        tmp_path,
+        multirun=True,
+    )
     assert proc.returncode == 2
     assert "runner: error: hydra.sweeper.params.model.params.num_leaves: low 300 > high 255" in proc.stderr
 
 
 def test_config_error_in_a_trial_stops_the_sweep(tmp_path, mlflow_server, cache_dir):
     experiment = unique("fatal")
-    proc = run_runner(["sweep=lightgbm", *SMALL, "hydra.sweeper.n_trials=4", "hydra.sweeper.metric=valid_nope",
-                       "hydra.sweeper.direction=maximize", f"data.cache_dir={cache_dir}",
-                       *tracker_args(mlflow_server.url, experiment)], tmp_path, multirun=True)
+    proc = run_runner(
+        [
+            "sweep=lightgbm",
+            *SMALL,
+            "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.metric=valid_nope",
+            "hydra.sweeper.direction=maximize",
+            f"data.cache_dir={cache_dir}",
+            *tracker_args(mlflow_server.url, experiment),
+        ],
+        tmp_path,
+        multirun=True,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
-    (line,) = [l for l in proc.stderr.splitlines() if l.startswith("runner: error:")]
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("runner: error:")]
     assert "hydra.sweeper.metric='valid_nope' is not a metric of the job" in line
     parents, children = split(runs_of(MlflowClient(mlflow_server.url), experiment))
     assert parents[0].info.status == "FAILED" and len(children) == 1
@@ -228,16 +267,24 @@ def test_config_error_in_a_trial_stops_the_sweep(tmp_path, mlflow_server, cache_
 
 def test_two_workers_run_trials_concurrently(tmp_path, mlflow_server, cache_dir):
     experiment = unique("jobs2")
-    proc = run_runner(["sweep=lightgbm", *SMALL, "hydra.sweeper.n_trials=5", "hydra.sweeper.n_jobs=2",
-                       f"data.cache_dir={cache_dir}", *tracker_args(mlflow_server.url, experiment)],
-                      tmp_path, multirun=True)
+    proc = run_runner(
+        [
+            "sweep=lightgbm",
+            *SMALL,
+            "hydra.sweeper.n_trials=5",
+            "hydra.sweeper.n_jobs=2",
+            f"data.cache_dir={cache_dir}",
+            *tracker_args(mlflow_server.url, experiment),
+        ],
+        tmp_path,
+        multirun=True,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     parents, children = split(runs_of(MlflowClient(mlflow_server.url), experiment))
     assert len(parents) == 1 and len(children) == 5
-    assert all(c.data.params["model.params.num_threads"] == str(max(1, (os.cpu_count() or 1) // 2))
-               for c in children)
+    assert all(c.data.params["model.params.num_threads"] == str(max(1, (os.cpu_count() or 1) // 2)) for c in children)
     spans = sorted((c.info.start_time, c.info.end_time) for c in children)
-    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), spans  # two trials overlapped
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False)), spans  # two trials overlapped
     study = load_study(tmp_path)
     assert len([t for t in study.trials if t.state in (S.COMPLETE, S.PRUNED)]) == 5
     assert sum(int(c.data.tags["runner.warehouse.feature_queries"]) for c in children) == 0  # warm cache
@@ -249,13 +296,27 @@ def test_resume_after_kill(tmp_path, mlflow_server, cache_dir):
     the killed trial failed in Optuna and MLflow, no child duplicated, nothing left RUNNING."""
     experiment = unique("resume")
     # Trials of ~1-2 s, so the kill lands while the second one runs.
-    args = ["sweep=lightgbm", "data.demo.events=100000", "data.demo.customers=5000", "model.num_boost_round=80",
-            "model.early_stopping_rounds=0", "hydra/sweeper/pruner=none", "hydra.sweeper.n_trials=4",
-            f"data.cache_dir={cache_dir}", *tracker_args(mlflow_server.url, experiment)]
+    args = [
+        "sweep=lightgbm",
+        "data.demo.events=100000",
+        "data.demo.customers=5000",
+        "model.num_boost_round=80",
+        "model.early_stopping_rounds=0",
+        "hydra/sweeper/pruner=none",
+        "hydra.sweeper.n_trials=4",
+        f"data.cache_dir={cache_dir}",
+        *tracker_args(mlflow_server.url, experiment),
+    ]
     client = MlflowClient(mlflow_server.url)
     env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "runner", "--multirun", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "--multirun", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
@@ -297,9 +358,17 @@ def test_resume_after_kill(tmp_path, mlflow_server, cache_dir):
 
 def test_grid_multirun_with_the_basic_sweeper_is_one_parent(tmp_path, mlflow_server, cache_dir):
     experiment = unique("grid")
-    proc = run_runner(["model.params.num_leaves=15,31", *SMALL, "tracker.log_model=false",
-                       f"data.cache_dir={cache_dir}", *tracker_args(mlflow_server.url, experiment)],
-                      tmp_path, multirun=True)
+    proc = run_runner(
+        [
+            "model.params.num_leaves=15,31",
+            *SMALL,
+            "tracker.log_model=false",
+            f"data.cache_dir={cache_dir}",
+            *tracker_args(mlflow_server.url, experiment),
+        ],
+        tmp_path,
+        multirun=True,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     parents, children = split(runs_of(MlflowClient(mlflow_server.url), experiment))
     assert len(parents) == 1 and len(children) == 2

@@ -5,6 +5,7 @@ with require_auth, accepts only the Authorization header MLflow's client builds
 from MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN, as a
 basic-auth or token gateway in front of an MLflow server does.
 """
+
 from __future__ import annotations
 
 import base64
@@ -41,8 +42,9 @@ def _run(mlflow_server, run_id: str) -> dict:
 
 
 def _run_ids(mlflow_server, experiment: str) -> list:
-    r = requests.get(f"{mlflow_server.url}{API}/experiments/get-by-name",
-                     params={"experiment_name": experiment}, timeout=10)
+    r = requests.get(
+        f"{mlflow_server.url}{API}/experiments/get-by-name", params={"experiment_name": experiment}, timeout=10
+    )
     if r.status_code == 404:
         return []
     exp_id = r.json()["experiment"]["experiment_id"]
@@ -65,9 +67,17 @@ def _error_lines(stderr: str):
 def test_single_run_with_basic_auth_everything_arrives(mlflow_server, tmp_path, cache_dir):
     experiment = f"server-{uuid.uuid4().hex[:8]}"
     with Sigv4Proxy(mlflow_server.url, verify=False, require_auth=_basic(USER, PASSWORD)) as door:
-        proc = run_runner(["tracker=server", f"tracker.uri={door.url}", f"tracker.experiment={experiment}",
-                           f"data.cache_dir={cache_dir}", *SMALL], cwd=tmp_path,
-                          env={"MLFLOW_TRACKING_USERNAME": USER, "MLFLOW_TRACKING_PASSWORD": PASSWORD})
+        proc = run_runner(
+            [
+                "tracker=server",
+                f"tracker.uri={door.url}",
+                f"tracker.experiment={experiment}",
+                f"data.cache_dir={cache_dir}",
+                *SMALL,
+            ],
+            cwd=tmp_path,
+            env={"MLFLOW_TRACKING_USERNAME": USER, "MLFLOW_TRACKING_PASSWORD": PASSWORD},
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert door.rejected == []
         sent = door.requests
@@ -82,8 +92,15 @@ def test_single_run_with_basic_auth_everything_arrives(mlflow_server, tmp_path, 
     params = {p["key"]: p["value"] for p in data["params"]}
     assert set(params) == set(flatten(resolved))
     metrics = {m["key"] for m in data["metrics"]}
-    assert {"valid_auc", "test_auc", "best_iteration", "rows_train", "rows_valid", "rows_test",
-            "features_seconds"} <= metrics
+    assert {
+        "valid_auc",
+        "test_auc",
+        "best_iteration",
+        "rows_train",
+        "rows_valid",
+        "rows_test",
+        "features_seconds",
+    } <= metrics
     tags = {t["key"]: t["value"] for t in data["tags"]}
     assert {"runner.cache", "runner.cache_key", "runner.objective", "runner.version"} <= set(tags)
     assert len(run["inputs"]["dataset_inputs"]) == 1
@@ -93,8 +110,14 @@ def test_single_run_with_basic_auth_everything_arrives(mlflow_server, tmp_path, 
     # tracking calls are one each, artifacts one PUT per file.
     paths = [p for _, p in sent]
     tracking = [p for p in paths if p.startswith(API + "/")]
-    assert tracking == [f"{API}/experiments/get-by-name", f"{API}/experiments/create", f"{API}/runs/create",
-                        f"{API}/runs/log-batch", f"{API}/runs/log-inputs", f"{API}/runs/update"], tracking
+    assert tracking == [
+        f"{API}/experiments/get-by-name",
+        f"{API}/experiments/create",
+        f"{API}/runs/create",
+        f"{API}/runs/log-batch",
+        f"{API}/runs/log-inputs",
+        f"{API}/runs/update",
+    ], tracking
     assert len(paths) - len(tracking) == len([p for p in paths if "/mlflow-artifacts/" in p])
 
     everything = proc.stdout + proc.stderr + "".join(params.values()) + "".join(tags.values())
@@ -105,14 +128,27 @@ def test_token_auth_and_request_count_without_model(mlflow_server, tmp_path, cac
     experiment = f"server-tok-{uuid.uuid4().hex[:8]}"
     requests.post(f"{mlflow_server.url}{API}/experiments/create", json={"name": experiment}, timeout=10)
     with Sigv4Proxy(mlflow_server.url, verify=False, require_auth=f"Bearer {TOKEN}") as door:
-        proc = run_runner(["tracker=server", f"tracker.uri={door.url}", f"tracker.experiment={experiment}",
-                           "tracker.log_model=false", f"data.cache_dir={cache_dir}", *SMALL], cwd=tmp_path,
-                          env={"MLFLOW_TRACKING_TOKEN": TOKEN})
+        proc = run_runner(
+            [
+                "tracker=server",
+                f"tracker.uri={door.url}",
+                f"tracker.experiment={experiment}",
+                "tracker.log_model=false",
+                f"data.cache_dir={cache_dir}",
+                *SMALL,
+            ],
+            cwd=tmp_path,
+            env={"MLFLOW_TRACKING_TOKEN": TOKEN},
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert door.rejected == []
         # A run costs: one experiment lookup per process + create, one batch, terminate.
-        assert door.requests == [("GET", f"{API}/experiments/get-by-name"), ("POST", f"{API}/runs/create"),
-                                 ("POST", f"{API}/runs/log-batch"), ("POST", f"{API}/runs/update")]
+        assert door.requests == [
+            ("GET", f"{API}/experiments/get-by-name"),
+            ("POST", f"{API}/runs/create"),
+            ("POST", f"{API}/runs/log-batch"),
+            ("POST", f"{API}/runs/update"),
+        ]
     (run_id,) = _run_ids(mlflow_server, experiment)
     assert _run(mlflow_server, run_id)["info"]["status"] == "FINISHED"
     assert TOKEN not in proc.stdout + proc.stderr
@@ -122,10 +158,15 @@ def test_wrong_password_is_one_clear_error(mlflow_server, tmp_path):
     experiment = f"server-bad-{uuid.uuid4().hex[:8]}"
     with Sigv4Proxy(mlflow_server.url, verify=False, require_auth=_basic(USER, PASSWORD)) as door:
         started = time.monotonic()
-        proc = run_runner(["tracker=server", f"tracker.uri={door.url}", f"tracker.experiment={experiment}",
-                           *SMALL], cwd=tmp_path,
-                          env={"MLFLOW_TRACKING_USERNAME": USER, "MLFLOW_TRACKING_PASSWORD": "wrong-pw-1234",
-                               "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"})
+        proc = run_runner(
+            ["tracker=server", f"tracker.uri={door.url}", f"tracker.experiment={experiment}", *SMALL],
+            cwd=tmp_path,
+            env={
+                "MLFLOW_TRACKING_USERNAME": USER,
+                "MLFLOW_TRACKING_PASSWORD": "wrong-pw-1234",
+                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+            },
+        )
         elapsed = time.monotonic() - started
         assert len(door.rejected) == 1 and door.requests == []
     assert proc.returncode != 0 and elapsed < 30
@@ -139,8 +180,12 @@ def test_unreachable_server_is_one_clear_error_in_bounded_time(tmp_path):
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
     # runner's default retries (tracker.max_retries=2), not the fixture's 0
-    proc = run_runner(["tracker=server", f"tracker.uri={uri}", *SMALL], cwd=tmp_path,
-                      env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}, timeout=120)
+    proc = run_runner(
+        ["tracker=server", f"tracker.uri={uri}", *SMALL],
+        cwd=tmp_path,
+        env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"},
+        timeout=120,
+    )
     elapsed = time.monotonic() - started
     assert proc.returncode != 0
     assert elapsed < 30, elapsed

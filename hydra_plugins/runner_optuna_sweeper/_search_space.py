@@ -15,6 +15,7 @@ Grammar (Hydra's own parser):
   tag(log, interval(...))      -> log scale (low must be > 0)
   anything else                -> a fixed value passed to every trial
 """
+
 from __future__ import annotations
 
 import math
@@ -61,8 +62,9 @@ def _parser():
     return OverridesParser.create()
 
 
-def parse_space(params: Optional[Mapping[str, Any]], arguments: Sequence[str] = (),
-                where: str = "hydra.sweeper.params") -> SearchSpace:
+def parse_space(
+    params: Optional[Mapping[str, Any]], arguments: Sequence[str] = (), where: str = "hydra.sweeper.params"
+) -> SearchSpace:
     """Distributions for params (YAML) and sweep arguments (command line, which win)."""
     space = SearchSpace()
     parser = _parser()
@@ -73,7 +75,7 @@ def parse_space(params: Optional[Mapping[str, Any]], arguments: Sequence[str] = 
     for arg in arguments:
         key = arg.split("=", 1)[0]
         items.append((f"command line {arg!r}", key, arg))
-    for origin, key, line in items:
+    for origin, _key, line in items:
         try:
             override = parser.parse_override(line)
         except Exception as exc:  # Hydra's grammar/evaluation errors
@@ -104,7 +106,6 @@ def _yaml_scalar(value: Any) -> str:
 def distribution(override, origin: str):
     """One sweep override -> an Optuna distribution; ConfigError naming origin if invalid."""
     from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     value = override.value()
     tags = set(getattr(value, "tags", set()) or set())
@@ -112,53 +113,70 @@ def distribution(override, origin: str):
     if unknown:
         raise ConfigError(f"{origin}: unknown tag {unknown[0]!r} (known tags: {', '.join(sorted(KNOWN_TAGS))})")
     log = "log" in tags
-
     if isinstance(value, ChoiceSweep):
-        if log:
-            raise ConfigError(f"{origin}: tag(log, ...) applies to interval(...) only, not choice(...)")
-        choices = list(override.sweep_iterator())
-        if not choices:
-            raise ConfigError(f"{origin}: empty choice()")
-        for c in choices:
-            if c is not None and not isinstance(c, (str, int, float, bool)):
-                raise ConfigError(f"{origin}: choice values must be strings, numbers or booleans, "
-                                  f"got {type(c).__name__} {c!r}")
-        if len(set(map(repr, choices))) != len(choices):
-            raise ConfigError(f"{origin}: duplicate values in choice({', '.join(map(str, choices))})")
-        return CategoricalDistribution(choices)
-
+        return _choice(override, origin, log)
     if isinstance(value, RangeSweep):
-        if log:
-            raise ConfigError(f"{origin}: tag(log, ...) applies to interval(...) only, not range(...)")
-        start, stop, step = value.start, value.stop, value.step
-        if step is None or step == 0:
-            raise ConfigError(f"{origin}: range step must not be 0")
-        if step < 0:
-            raise ConfigError(f"{origin}: range step must be positive, got {step}")
-        if start >= stop:
-            raise ConfigError(f"{origin}: low {start} >= high {stop} (range(start, stop) excludes stop)")
-        values = list(override.sweep_iterator())
-        if value.shuffle:
-            return CategoricalDistribution(values)
-        if all(isinstance(x, int) and not isinstance(x, bool) for x in (start, stop, step)):
-            return IntDistribution(int(start), int(values[-1]), step=int(step))
-        last = start + step * math.floor((stop - start) / step - 1e-9)
-        return FloatDistribution(float(start), float(last), step=float(step))
-
+        return _range(override, value, origin, log)
     if isinstance(value, IntervalSweep):
-        low, high = value.start, value.end
-        if low is None or high is None:
-            raise ConfigError(f"{origin}: interval needs a low and a high bound")
-        if low > high:
-            raise ConfigError(f"{origin}: low {low} > high {high}")
-        if log and low <= 0:
-            raise ConfigError(f"{origin}: tag(log, ...) needs low > 0, got low {low}")
-        if isinstance(low, int) and isinstance(high, int):
-            return IntDistribution(low, high, log=log)
-        return FloatDistribution(float(low), float(high), log=log)
+        return _interval(value, origin, log)
+    raise ConfigError(
+        f"{origin}: {type(value).__name__} is not supported: use choice(...), "
+        "range(...), interval(...), int(interval(...)) or tag(log, interval(...))"
+    )
 
-    raise ConfigError(f"{origin}: {type(value).__name__} is not supported: use choice(...), "
-                      "range(...), interval(...), int(interval(...)) or tag(log, interval(...))")
+
+def _choice(override, origin: str, log: bool):
+    from optuna.distributions import CategoricalDistribution
+
+    if log:
+        raise ConfigError(f"{origin}: tag(log, ...) applies to interval(...) only, not choice(...)")
+    choices = list(override.sweep_iterator())
+    if not choices:
+        raise ConfigError(f"{origin}: empty choice()")
+    for c in choices:
+        if c is not None and not isinstance(c, (str, int, float, bool)):
+            raise ConfigError(
+                f"{origin}: choice values must be strings, numbers or booleans, got {type(c).__name__} {c!r}"
+            )
+    if len(set(map(repr, choices))) != len(choices):
+        raise ConfigError(f"{origin}: duplicate values in choice({', '.join(map(str, choices))})")
+    return CategoricalDistribution(choices)
+
+
+def _range(override, value, origin: str, log: bool):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if log:
+        raise ConfigError(f"{origin}: tag(log, ...) applies to interval(...) only, not range(...)")
+    start, stop, step = value.start, value.stop, value.step
+    if step is None or step == 0:
+        raise ConfigError(f"{origin}: range step must not be 0")
+    if step < 0:
+        raise ConfigError(f"{origin}: range step must be positive, got {step}")
+    if start >= stop:
+        raise ConfigError(f"{origin}: low {start} >= high {stop} (range(start, stop) excludes stop)")
+    values = list(override.sweep_iterator())
+    if value.shuffle:
+        return CategoricalDistribution(values)
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in (start, stop, step)):
+        return IntDistribution(int(start), int(values[-1]), step=int(step))
+    last = start + step * math.floor((stop - start) / step - 1e-9)
+    return FloatDistribution(float(start), float(last), step=float(step))
+
+
+def _interval(value, origin: str, log: bool):
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    low, high = value.start, value.end
+    if low is None or high is None:
+        raise ConfigError(f"{origin}: interval needs a low and a high bound")
+    if low > high:
+        raise ConfigError(f"{origin}: low {low} > high {high}")
+    if log and low <= 0:
+        raise ConfigError(f"{origin}: tag(log, ...) needs low > 0, got low {low}")
+    if isinstance(low, int) and isinstance(high, int):
+        return IntDistribution(low, high, log=log)
+    return FloatDistribution(float(low), float(high), log=log)
 
 
 def check_keys(space: SearchSpace, cfg) -> None:
@@ -193,8 +211,10 @@ def grid_space(space: SearchSpace) -> Dict[str, List[Any]]:
             n = int(round((dist.high - dist.low) / dist.step))
             grid[name] = [round(dist.low + i * dist.step, 12) for i in range(n + 1)]
         else:
-            raise ConfigError(f"{space.origin.get(name, name)}: the grid sampler needs choice(...) "
-                              f"or range(...), got {space.source.get(name, dist)}")
+            raise ConfigError(
+                f"{space.origin.get(name, name)}: the grid sampler needs choice(...) "
+                f"or range(...), got {space.source.get(name, dist)}"
+            )
     return grid
 
 

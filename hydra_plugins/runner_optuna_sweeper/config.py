@@ -4,6 +4,7 @@ Imported by Hydra's plugin scan at every app start: dataclasses only, no optuna.
 Select with `hydra/sweeper=runner_optuna` (conf/sweep/lightgbm.yaml does),
 `hydra/sweeper/sampler=random`, `hydra/sweeper/pruner=hyperband`.
 """
+
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -26,6 +27,7 @@ class TPESamplerConfig(SamplerConfig):
     exactly as `optuna.samplers.TPESampler(seed=...)` does (Optuna 5: multivariate, and
     constant_liar so parallel trials do not all sample the same point).
     """
+
     _target_: str = "optuna.samplers.TPESampler"
     n_startup_trials: int = 10
     n_ei_candidates: int = 24
@@ -44,6 +46,7 @@ class RandomSamplerConfig(SamplerConfig):
 @dataclass
 class CmaEsSamplerConfig(SamplerConfig):
     """Needs the `cmaes` package."""
+
     _target_: str = "optuna.samplers.CmaEsSampler"
     x0: Optional[Dict[str, Any]] = None
     sigma0: Optional[float] = None
@@ -61,6 +64,7 @@ class CmaEsSamplerConfig(SamplerConfig):
 @dataclass
 class GPSamplerConfig(SamplerConfig):
     """Needs `torch` (and scipy)."""
+
     _target_: str = "optuna.samplers.GPSampler"
     n_startup_trials: int = 10
     deterministic_objective: bool = False
@@ -77,6 +81,7 @@ class QMCSamplerConfig(SamplerConfig):
 @dataclass
 class NSGAIISamplerConfig(SamplerConfig):
     """Multi-objective; set hydra.sweeper.direction to a list."""
+
     _target_: str = "optuna.samplers.NSGAIISampler"
     population_size: int = 50
     mutation_prob: Optional[float] = None
@@ -87,6 +92,7 @@ class NSGAIISamplerConfig(SamplerConfig):
 @dataclass
 class GridSamplerConfig(SamplerConfig):
     """search_space null: built from the choice(...)/range(...) params."""
+
     _target_: str = "optuna.samplers.GridSampler"
     search_space: Optional[Dict[str, List[Any]]] = None
 
@@ -178,18 +184,29 @@ class RunnerOptunaSweeperConf:
     progress: bool = True
 
 
-SAMPLERS = {"tpe": TPESamplerConfig, "random": RandomSamplerConfig, "cmaes": CmaEsSamplerConfig,
-            "gp": GPSamplerConfig, "qmc": QMCSamplerConfig, "nsgaii": NSGAIISamplerConfig,
-            "grid": GridSamplerConfig}
-PRUNERS = {"median": MedianPrunerConfig, "hyperband": HyperbandPrunerConfig,
-           "successive_halving": SuccessiveHalvingPrunerConfig, "nop": NopPrunerConfig,
-           "none": NopPrunerConfig}
+SAMPLERS = {
+    "tpe": TPESamplerConfig,
+    "random": RandomSamplerConfig,
+    "cmaes": CmaEsSamplerConfig,
+    "gp": GPSamplerConfig,
+    "qmc": QMCSamplerConfig,
+    "nsgaii": NSGAIISamplerConfig,
+    "grid": GridSamplerConfig,
+}
+PRUNERS = {
+    "median": MedianPrunerConfig,
+    "hyperband": HyperbandPrunerConfig,
+    "successive_halving": SuccessiveHalvingPrunerConfig,
+    "nop": NopPrunerConfig,
+    "none": NopPrunerConfig,
+}
 
 
 def register() -> None:
     cs = ConfigStore.instance()
-    cs.store(group="hydra/sweeper", name="runner_optuna", node=RunnerOptunaSweeperConf,
-             provider="runner_optuna_sweeper")
+    cs.store(
+        group="hydra/sweeper", name="runner_optuna", node=RunnerOptunaSweeperConf, provider="runner_optuna_sweeper"
+    )
     for name, node in SAMPLERS.items():
         cs.store(group="hydra/sweeper/sampler", name=name, node=node, provider="runner_optuna_sweeper")
     for name, node in PRUNERS.items():

@@ -3,6 +3,7 @@
 Hydra imports this module at every app start (plugin discovery), so it imports
 nothing heavy: optuna, mlflow and lightgbm load in ._impl when a sweep starts.
 """
+
 from typing import Any, List, Optional
 
 from hydra.plugins.sweeper import Sweeper
@@ -17,8 +18,7 @@ class RunnerOptunaSweeper(Sweeper):
         self.settings = settings
         self._impl: Optional[Any] = None
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-              config: DictConfig) -> None:
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from ._impl import RunnerOptunaSweeperImpl
 
         self.hydra_context = hydra_context

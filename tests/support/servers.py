@@ -1,4 +1,5 @@
 """Real services for tests, each in its own process group on loopback."""
+
 from __future__ import annotations
 
 import os
@@ -7,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -36,8 +36,9 @@ def _wait(check, proc, what: str, log_path: Path, timeout: float) -> None:
 class MlflowServer:
     """`mlflow server` with a SQLite store; stop()/start() keep the same port and data."""
 
-    def __init__(self, root: Path, artifact_root: Optional[str] = None, serve_artifacts: bool = True,
-                 env: Optional[dict] = None):
+    def __init__(
+        self, root: Path, artifact_root: Optional[str] = None, serve_artifacts: bool = True, env: Optional[dict] = None
+    ):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -48,18 +49,29 @@ class MlflowServer:
         self.env = env or {}
         self.proc: Optional[subprocess.Popen] = None
 
-    def start(self, timeout: float = 120) -> "MlflowServer":
+    def start(self, timeout: float = 120) -> MlflowServer:
         log_path = self.root / "server.log"
-        args = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend_uri,
-                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        args = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            self.backend_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
         if self.serve_artifacts:
             args += ["--artifacts-destination", self.artifact_root]
         else:
             args += ["--default-artifact-root", self.artifact_root, "--no-serve-artifacts"]
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env}
         with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
         def healthy() -> bool:
             try:
@@ -93,14 +105,17 @@ class FakesnowProcess:
         self.port = free_port()
         self.proc: Optional[subprocess.Popen] = None
 
-    def start(self, timeout: float = 30) -> "FakesnowProcess":
+    def start(self, timeout: float = 30) -> FakesnowProcess:
         log_path = self.root / "fakesnow.log"
         with open(log_path, "ab") as log:
             # fakesnow makes a temp folder at import and never removes it: keep it under root.
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "fakesnow", "-s", "--host", "127.0.0.1", "-p", str(self.port)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "TMPDIR": str(self.root)})
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "TMPDIR": str(self.root)},
+            )
 
         def up() -> bool:
             try:
@@ -113,8 +128,15 @@ class FakesnowProcess:
         return self
 
     def connect_kwargs(self) -> dict:
-        return dict(user="fake", password="snow", account="fakesnow", host="127.0.0.1",
-                    port=self.port, protocol="http", network_timeout=5)
+        return dict(
+            user="fake",
+            password="snow",
+            account="fakesnow",
+            host="127.0.0.1",
+            port=self.port,
+            protocol="http",
+            network_timeout=5,
+        )
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -136,7 +158,7 @@ class PostgresCluster:
             args = ["runuser", "-u", "postgres", "--", *args]
         return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
 
-    def start(self) -> "PostgresCluster":
+    def start(self) -> PostgresCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         data, sock = self.root / "data", self.root / "sock"
         sock.mkdir(exist_ok=True)
@@ -147,11 +169,20 @@ class PostgresCluster:
         pwfile.write_text("runner-test-pw\n")
         if os.geteuid() == 0:
             shutil.chown(pwfile, "postgres")
-        self._as_postgres(["initdb", "-D", str(data), "-U", "runner", "--pwfile", str(pwfile),
-                           "-A", "scram-sha-256"])
-        self._as_postgres(["pg_ctl", "-D", str(data), "-l", str(self.root / "pg.log"), "-w", "-o",
-                           f"-c listen_addresses=127.0.0.1 -p {self.port} -k {sock} -c fsync=off "
-                           "-c max_connections=200", "start"])
+        self._as_postgres(["initdb", "-D", str(data), "-U", "runner", "--pwfile", str(pwfile), "-A", "scram-sha-256"])
+        self._as_postgres(
+            [
+                "pg_ctl",
+                "-D",
+                str(data),
+                "-l",
+                str(self.root / "pg.log"),
+                "-w",
+                "-o",
+                f"-c listen_addresses=127.0.0.1 -p {self.port} -k {sock} -c fsync=off -c max_connections=200",
+                "start",
+            ]
+        )
         self.proc = True
         return self
 
@@ -177,7 +208,7 @@ class MotoS3:
         self.url = f"http://127.0.0.1:{self.port}"
         self._server = None
 
-    def start(self) -> "MotoS3":
+    def start(self) -> MotoS3:
         import logging
 
         from moto.server import ThreadedMotoServer
@@ -191,15 +222,26 @@ class MotoS3:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id=self.access_key,
-                            aws_secret_access_key=self.secret_key, region_name=self.region)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+        )
 
     def env(self) -> dict:
         """What an MLflow client or server needs to use this S3 (credentials kept off real files)."""
-        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "AWS_DEFAULT_REGION": self.region, "MLFLOW_S3_ENDPOINT_URL": self.url,
-                "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-                "AWS_EC2_METADATA_DISABLED": "true", "NO_PROXY": "127.0.0.1,localhost"}
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+            "MLFLOW_S3_ENDPOINT_URL": self.url,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "NO_PROXY": "127.0.0.1,localhost",
+        }
 
     def keys(self, prefix: str = "") -> list:
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)

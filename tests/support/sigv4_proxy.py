@@ -128,7 +128,7 @@ def _hmac(key: bytes, msg: str) -> bytes:
 
 
 def _signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
-    k_date = _hmac(f"AWS4{secret_key}".encode("utf-8"), date)
+    k_date = _hmac(f"AWS4{secret_key}".encode(), date)
     k_region = _hmac(k_date, region)
     k_service = _hmac(k_region, service)
     return _hmac(k_service, "aws4_request")
@@ -142,7 +142,7 @@ class _Verifier:
         self.service = service
         self.arn = arn
 
-    def verify(self, method: str, target: str, headers, body: bytes) -> None:
+    def verify(self, method: str, target: str, headers, body: bytes) -> None:  # noqa: C901 - one check per SigV4 rule
         """Raise ``_Rejected`` unless the request carries a valid SigV4 signature.
 
         ``headers`` is an ``email.message.Message`` (as in BaseHTTPRequestHandler),
@@ -245,7 +245,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr, handler, proxy: "Sigv4Proxy"):
+    def __init__(self, addr, handler, proxy: Sigv4Proxy):
         self.proxy = proxy
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
@@ -310,9 +310,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def _send(
-        self, status: int, headers: list[tuple[str, str]], body: bytes, head_length: str | None = None
-    ) -> None:
+    def _send(self, status: int, headers: list[tuple[str, str]], body: bytes, head_length: str | None = None) -> None:
         self.send_response(status)
         for name, value in headers:
             self.send_header(name, value)
@@ -471,7 +469,7 @@ class Sigv4Proxy:
 
     # -- lifecycle ---------------------------------------------------------- #
 
-    def start(self) -> "Sigv4Proxy":
+    def start(self) -> Sigv4Proxy:
         if self._server is not None:
             raise RuntimeError("proxy already started")
         self._server = _Server(("127.0.0.1", self._port), _Handler, self)
@@ -492,7 +490,7 @@ class Sigv4Proxy:
         if thread is not None:
             thread.join(timeout=5)
 
-    def __enter__(self) -> "Sigv4Proxy":
+    def __enter__(self) -> Sigv4Proxy:
         return self.start() if self._server is None else self
 
     def __exit__(self, *exc) -> None:

@@ -10,43 +10,24 @@ A small index (index/<digest>.json) maps a digest of the data config (never
 credentials) to the last key pulled for it, so a run whose warehouse is unreachable
 can proceed from that entry ("offline hit").
 """
+
 from __future__ import annotations
 
 import fcntl
 import hashlib
 import json
 import os
-import signal
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from .errors import CacheError
+from ..errors import CacheError
+from ..testhooks import kill_point
 
 FORMAT = 1
 _META = b"runner"
-
-
-# Test hook (tests/test_reliability.py): RUNNER_TEST_KILL_AT=<point>[:<n>] makes the process
-# SIGKILL itself the n-th time (default 1st) it reaches kill_point(<point>). Read once at
-# import; unset, kill_point is one comparison. Points: feature_pull, trial, between_trials,
-# summary, register.
-_KILL_AT = os.environ.get("RUNNER_TEST_KILL_AT") or None
-_KILL_HITS: Dict[str, int] = {}
-
-
-def kill_point(name: str) -> None:
-    """Test hook: SIGKILL this process here if RUNNER_TEST_KILL_AT names this point."""
-    if _KILL_AT is None:
-        return
-    point, _, nth = _KILL_AT.partition(":")
-    if point != name:
-        return
-    _KILL_HITS[name] = _KILL_HITS.get(name, 0) + 1
-    if _KILL_HITS[name] >= int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def cache_key(parts: Dict[str, Any]) -> str:
@@ -67,8 +48,10 @@ class FeatureCache:
             os.close(fd)
             os.unlink(probe)
         except OSError as exc:
-            raise CacheError(f"data.cache_dir={root!r} is not writable ({exc.strerror}): choose another "
-                             "folder or fix its permissions") from None
+            raise CacheError(
+                f"data.cache_dir={root!r} is not writable ({exc.strerror}): choose another "
+                "folder or fix its permissions"
+            ) from None
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.parquet"
@@ -100,7 +83,9 @@ class FeatureCache:
         fd, tmp = tempfile.mkstemp(prefix=f".{key[:12]}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
-                pq.write_table(table.replace_schema_metadata(schema_meta), fh, use_dictionary=_dictionary_columns(table))
+                pq.write_table(
+                    table.replace_schema_metadata(schema_meta), fh, use_dictionary=_dictionary_columns(table)
+                )
                 kill_point("feature_pull")  # test hook: temp file written, not yet renamed
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -159,6 +144,11 @@ def _dictionary_columns(table) -> List[str]:
     it only costs: 200k x 50 doubles write in 1.4 s with it, 0.3 s without (and 12% smaller)."""
     import pyarrow as pa
 
-    return [f.name for f in table.schema
-            if pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_binary(f.type)
-            or pa.types.is_dictionary(f.type)]
+    return [
+        f.name
+        for f in table.schema
+        if pa.types.is_string(f.type)
+        or pa.types.is_large_string(f.type)
+        or pa.types.is_binary(f.type)
+        or pa.types.is_dictionary(f.type)
+    ]

@@ -1,0 +1,150 @@
+"""The study's trial budget: ask a trial while it lasts, tell Optuna how each one ended.
+
+n_trials counts COMPLETE + PRUNED trials of the whole study (every worker sharing its
+storage, every resume); FAILed trials do not count, but max_failures of them in one
+invocation, or one fatal failure, stop this process's sweep.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Dict, Optional
+
+from optuna.trial import TrialState
+
+from ._liveness import is_mine, owner_info, stale_reason
+from ._state import Sweep
+from ._trial import Outcome
+
+_COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+
+
+class Budget:
+    def __init__(
+        self,
+        sweep: Sweep,
+        *,
+        stop: threading.Event,
+        heartbeat_timeout: float,
+        max_failures: int,
+        timeout: Optional[float] = None,
+        on_tell: Optional[Callable[[Budget, int, Outcome], None]] = None,
+    ):
+        self.sweep = sweep
+        self.study = sweep.study
+        self.stop = stop
+        self.heartbeat_timeout = heartbeat_timeout
+        self.max_failures = max_failures
+        self.timeout = timeout
+        self.on_tell = on_tell  # after each tell (the progress line)
+        self._ask_lock = threading.Lock()
+        self._done = threading.Condition()
+        self.mine: Dict[int, int] = {}  # trial number -> trial id, running in this process
+        self.session_done = 0  # COMPLETE + PRUNED trials of this invocation
+        self.feature_queries = 0
+        self.failures = 0
+        self.fatal: Optional[str] = None  # a failure that stops the sweep with an error
+        self.stop_reason: Optional[str] = None  # why the sweep stopped before its budget
+
+    def counts(self) -> Dict[str, Any]:
+        """The study's trials by state, finished (complete + pruned) and best (value, number)."""
+        directions = self.sweep.directions
+        c: Dict[str, Any] = {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "waiting": 0}
+        best = None
+        for t in self.study.get_trials(deepcopy=False):
+            if t.state == TrialState.COMPLETE:
+                c["complete"] += 1
+                if len(directions) == 1 and t.values:
+                    v = t.values[0]
+                    if best is None or (v > best[0] if directions[0] == "maximize" else v < best[0]):
+                        best = (v, t.number)
+            elif t.state == TrialState.PRUNED:
+                c["pruned"] += 1
+            elif t.state == TrialState.FAIL:
+                c["failed"] += 1
+            elif t.state == TrialState.RUNNING:
+                c["running"] += 1
+            elif t.state == TrialState.WAITING:
+                c["waiting"] += 1
+        c["finished"] = c["complete"] + c["pruned"]
+        c["best"] = best
+        return c
+
+    def others_running(self) -> int:
+        """RUNNING trials of the study owned by other live processes (workers sharing it)."""
+        n = 0
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if is_mine(t.user_attrs):
+                continue
+            started = t.datetime_start.timestamp() if t.datetime_start else None
+            if stale_reason(t.user_attrs, started, self.heartbeat_timeout) is None:
+                n += 1
+        return n
+
+    def ask(self):
+        """A new trial; None when the budget is (about to be) spent; False when another
+        process took the last slot meanwhile. Serialized in-process."""
+        limit = self.sweep.limit
+        with self._ask_lock:
+            c = self.counts()
+            if c["finished"] + c["running"] + c["waiting"] >= limit:
+                return None
+            trial = self.study.ask(self.sweep.space.distributions)
+            trial.set_user_attr("runner.owner", owner_info())
+            # Other processes may share the storage: count what is numbered before us.
+            counted = [t for t in self.study.get_trials(deepcopy=False, states=_COUNTED) if t.number < trial.number]
+            if len(counted) >= limit:
+                trial.set_user_attr("over_budget", True)
+                self.study.tell(trial, state=TrialState.FAIL)
+                return False
+            self.mine[trial.number] = trial._trial_id
+            return trial
+
+    def tell(self, trial, outcome: Outcome) -> None:
+        """Record a trial's outcome in the study, update this invocation's counts, maybe stop."""
+        try:
+            if outcome.feature_queries:  # summed over the study's trials for the parent run
+                trial.set_user_attr("feature_queries", outcome.feature_queries)
+            if outcome.state == "COMPLETE":
+                self.study.tell(trial, outcome.values)
+            elif outcome.state == "PRUNED":
+                self.study.tell(trial, state=TrialState.PRUNED)
+            else:
+                if outcome.error:
+                    trial.set_user_attr("error", outcome.error[:1000])
+                if outcome.error and outcome.error.startswith("SweepStopped"):
+                    trial.set_user_attr("interrupted", True)
+                self.study.tell(trial, state=TrialState.FAIL)
+        finally:
+            self.mine.pop(trial.number, None)
+        with self._done:
+            self.session_done += outcome.state in ("COMPLETE", "PRUNED")
+            self.feature_queries += outcome.feature_queries
+            if outcome.state == "FAIL" and not (outcome.error or "").startswith("SweepStopped"):
+                self.failures += 1
+                if outcome.fatal and not self.fatal:
+                    self.fatal = f"trial {trial.number}: {(outcome.error or '').split(': ', 1)[-1]}"
+                    self.stop.set()
+                if self.max_failures and self.failures >= self.max_failures and not self.stop.is_set():
+                    self.stop_reason = (
+                        f"{self.failures} trials failed (hydra.sweeper.max_failures="
+                        f"{self.max_failures}); last: {outcome.error}"
+                    )
+                    self.stop.set()
+            self._done.notify_all()
+        if self.on_tell is not None:
+            self.on_tell(self, trial.number, outcome)
+
+    def wait(self, seconds: float) -> None:
+        """Wait until a trial of this process is told (or `seconds` pass)."""
+        with self._done:
+            self._done.wait(timeout=seconds)
+
+    def timed_out(self) -> bool:
+        """Whether hydra.sweeper.timeout has passed (then no new trial starts)."""
+        if self.timeout and time.perf_counter() - self.sweep.started > float(self.timeout):
+            if not self.stop_reason:
+                self.stop_reason = f"hydra.sweeper.timeout={self.timeout}s reached"
+            return True
+        return False

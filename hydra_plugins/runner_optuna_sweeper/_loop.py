@@ -1,0 +1,77 @@
+"""Trials in this process: n_jobs worker threads, each asking the next trial as soon as
+its last one ends (no batch barrier), and a heartbeat for the trials they run."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from runner.errors import first_line
+from runner.secrets import scrub
+from runner.testhooks import kill_point
+
+from ._budget import Budget
+from ._compose import Composer
+from ._trial import Outcome, TrialContext, execute_trial
+
+
+def run_trial(trial, composer: Composer, ctx: TrialContext, tracker) -> Outcome:
+    """Compose a trial's config and run it here."""
+    overrides = composer.trial_overrides(trial.params)
+    try:
+        trial.set_user_attr("overrides", [scrub(o) for o in overrides])
+        cfg = composer.trial_config(trial.params)
+    except Exception as exc:
+        return Outcome("FAIL", error=f"ConfigError: composing the trial's config failed: {first_line(exc)}", fatal=True)
+    return execute_trial(trial, cfg, overrides, ctx, tracker)
+
+
+def run_threads(
+    budget: Budget, n_jobs: int, composer: Composer, ctx: TrialContext, tracker, heartbeat_interval: float
+) -> None:
+    """Run trials in n_jobs threads until the budget is spent or the sweep stops."""
+
+    def worker() -> None:
+        while not budget.stop.is_set() and not budget.timed_out():
+            trial = budget.ask()
+            if trial is False:
+                return  # another process took the last slot
+            if trial is None:
+                if budget.counts()["finished"] >= budget.sweep.limit:
+                    return
+                budget.wait(1.0)  # for a running trial (ours or another process's) to end
+                continue
+            budget.tell(trial, run_trial(trial, composer, ctx, tracker))
+            kill_point("between_trials")  # test hook (runner/testhooks.py)
+
+    threads = [threading.Thread(target=worker, name=f"runner-optuna-{i}", daemon=True) for i in range(n_jobs)]
+    for t in threads:
+        t.start()
+    start_heartbeat(budget, heartbeat_interval)
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=0.5)
+    except KeyboardInterrupt:
+        budget.stop.set()
+        budget.stop_reason = "interrupted"
+        for t in threads:
+            t.join(timeout=30)
+        raise
+
+
+def start_heartbeat(budget: Budget, interval: float) -> threading.Thread:
+    """A daemon thread writing runner.heartbeat on this process's running trials every
+    `interval` seconds, until the sweep stops."""
+
+    def beat() -> None:
+        while not budget.stop.wait(interval):
+            for trial_id in list(budget.mine.values()):
+                try:
+                    budget.study._storage.set_trial_user_attr(trial_id, "runner.heartbeat", time.time())
+                except Exception:  # finished meanwhile
+                    pass
+
+    thread = threading.Thread(target=beat, name="runner-optuna-heartbeat", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,44 @@
+"""What the study optimizes: the job metric(s) and their direction(s)."""
+
+from __future__ import annotations
+
+from typing import Any, List, Tuple
+
+from runner.errors import ConfigError
+
+MAXIMIZE_SUFFIXES = ("auc", "accuracy", "r2", "f1", "macro_f1", "precision", "recall", "map", "ndcg")
+
+
+def default_direction(metric: str) -> str:
+    name = metric.split("_", 1)[1] if metric.startswith(("valid_", "test_")) else metric
+    return "maximize" if name.endswith(MAXIMIZE_SUFFIXES) else "minimize"
+
+
+def _as_list(value: Any) -> List[Any]:
+    return [value] if isinstance(value, str) else list(value or [])
+
+
+def objective(metric: Any, direction: Any, base) -> Tuple[List[str], List[str]]:
+    """(metrics, directions) from hydra.sweeper.metric/direction (a name or a list each);
+    metric null: valid_<headline metric of the objective>; direction null: from the metric."""
+    metrics = _as_list(metric)
+    directions = _as_list(direction)
+    if not metrics:
+        from runner.model import headline
+
+        if len(directions) > 1:
+            raise ConfigError(
+                "hydra.sweeper.direction is a list (multi-objective): set "
+                "hydra.sweeper.metric to a list of as many job metrics"
+            )
+        metrics = [f"valid_{headline(base.model.params.objective)}"]
+    if not directions:
+        directions = [default_direction(m) for m in metrics]
+    if len(directions) != len(metrics):
+        raise ConfigError(
+            f"hydra.sweeper.direction has {len(directions)} entries but hydra.sweeper.metric has {len(metrics)}"
+        )
+    for d in directions:
+        if d not in ("maximize", "minimize"):
+            raise ConfigError(f"hydra.sweeper.direction must be maximize or minimize, got {d!r}")
+    return metrics, directions

@@ -1,0 +1,45 @@
+"""The study's Optuna sampler and pruner, built from hydra.sweeper.sampler / .pruner."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple, cast
+
+from omegaconf import OmegaConf
+
+from runner.errors import ConfigError, first_line
+
+from ._search_space import SearchSpace, grid_space
+
+# Packages a sampler needs beyond optuna: import name, pip name.
+_NEEDS = {"CmaEsSampler": ("cmaes", "cmaes"), "GPSampler": ("torch", "torch")}
+
+
+def build(kind: str, node: Any, space: Optional[SearchSpace] = None) -> Tuple[Any, Dict[str, Any]]:
+    """The Optuna sampler or pruner of hydra.sweeper.<kind>, and its description for tags."""
+    from hydra.utils import instantiate
+
+    spec = cast(
+        Dict[str, Any], OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
+    )
+    if not spec.get("_target_"):
+        spec["_target_"] = "optuna.pruners.NopPruner" if kind == "pruner" else "optuna.samplers.TPESampler"
+    name = spec["_target_"].rsplit(".", 1)[-1]
+    # null means Optuna's own default: leave it out rather than pass None.
+    spec = {k: v for k, v in spec.items() if v is not None}
+    options = {k: v for k, v in spec.items() if k != "_target_"}
+    if name == "GridSampler" and not spec.get("search_space"):
+        spec["search_space"] = grid_space(cast(SearchSpace, space))
+    needs = _NEEDS.get(name)
+    if needs:
+        try:
+            __import__(needs[0])
+        except ImportError:
+            raise ConfigError(
+                f"hydra/sweeper/{kind}={name} needs the {needs[1]!r} package: "
+                f"pip install {needs[1]} (or choose another {kind})"
+            ) from None
+    try:
+        obj = instantiate(spec, _convert_="all")
+    except Exception as exc:
+        raise ConfigError(f"hydra.sweeper.{kind} ({spec['_target_']}): {first_line(exc)}") from None
+    return obj, {"name": name, "options": options}

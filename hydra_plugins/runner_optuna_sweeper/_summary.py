@@ -1,0 +1,228 @@
+"""The end of a sweep: the parent run's summary (best values/params, study totals, top-k
+table, plots), the best trial's model registered, and the summary on stdout.
+
+Callers hold study_lock: workers sharing a study may each reach the end, and the summary
+of a given study state is written once (a later identical one is only printed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from optuna.trial import TrialState
+
+from runner.errors import first_line
+from runner.secrets import redact_url
+from runner.testhooks import kill_point
+
+from ._budget import Budget
+from ._compose import Composer
+from ._display import markdown, text_table
+from ._state import Sweep
+
+log = logging.getLogger("runner.sweep")
+
+
+def ranked(sweep: Sweep) -> List[Any]:
+    """COMPLETE trials best first (multi-objective: the Pareto front first, by the first metric)."""
+    study, directions = sweep.study, sweep.directions
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    front = {t.number for t in study.best_trials} if len(directions) > 1 else set()
+
+    def first(t) -> float:
+        return -t.values[0] if directions[0] == "maximize" else t.values[0]
+
+    if len(directions) > 1:
+        return sorted(done, key=lambda t: (t.number not in front, first(t)))
+    return sorted(done, key=first)
+
+
+def finish(
+    sweep: Sweep,
+    budget: Budget,
+    tracker,
+    task_cfg,
+    composer: Composer,
+    *,
+    top_k: int,
+    registered_model: Optional[str],
+    loop_seconds: float,
+) -> Dict[str, Any]:
+    """Write the summary to the parent run (once per study state), register the best model,
+    print the summary; returns the sweep's result."""
+    import pandas as pd
+
+    study = sweep.study
+    c = budget.counts()
+    order = ranked(sweep)
+    best = order[0] if order else None
+    rows = []
+    for rank, t in enumerate(order[:top_k], 1):
+        row = {"rank": rank, "trial": t.number, "state": t.state.name}
+        row.update({m: v for m, v in zip(sweep.metrics, t.values, strict=False)})
+        row["run_id"] = t.user_attrs.get("mlflow_run_id", "")
+        row.update({k: t.params.get(k) for k in sweep.space.distributions})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    pid = sweep.parent_run_id
+    metrics: Dict[str, float] = {
+        "trials_complete": c["complete"],
+        "trials_pruned": c["pruned"],
+        "trials_failed": c["failed"],
+        "sweep_seconds": time.perf_counter() - sweep.started,
+        "trial_loop_seconds": loop_seconds,
+    }
+    # Study totals (every worker's trials), not just this process's.
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    study_queries = sum(int(t.user_attrs.get("feature_queries") or 0) for t in study.get_trials(deepcopy=False))
+    tags: Dict[str, Any] = {"runner.warehouse.feature_queries": study_queries or budget.feature_queries}
+    workers: Dict[str, int] = {}
+    for t in finished:
+        owner = t.user_attrs.get("runner.owner") or {}
+        name = f"{owner.get('host', '?')}:{owner.get('pid', '?')}"
+        workers[name] = workers.get(name, 0) + 1
+    if len(workers) > 1:
+        tags["optuna.workers"] = json.dumps(workers)
+    if best is not None:
+        for m, v in zip(sweep.metrics, best.values, strict=False):
+            metrics[f"best_{m}"] = v
+        metrics["best_value"] = best.values[0]
+        tags.update(
+            {
+                "best.trial_number": best.number,
+                "best.run_id": best.user_attrs.get("mlflow_run_id", ""),
+                "best.params": json.dumps(best.params, default=str),
+            }
+        )
+        tags.update({f"best.param.{k}": v for k, v in best.params.items()})
+    if len(sweep.directions) > 1:
+        tags["best.pareto_trials"] = ",".join(str(t.number) for t in study.best_trials)
+    state_key = {
+        "finished": c["finished"],
+        "complete": c["complete"],
+        "pruned": c["pruned"],
+        "best": best.number if best else None,
+    }
+    if study.user_attrs.get("runner.summary") != state_key:
+        tracker.log(pid, metrics=metrics, tags=tags, step=c["finished"])
+        kill_point("summary")  # test hook (runner/testhooks.py)
+        if rows:
+            tracker.log_text(pid, table.to_csv(index=False), "optuna/top_trials.csv")
+            tracker.log_text(pid, markdown(table), "optuna/top_trials.md")
+        plots(sweep, tracker, c)
+        registered = register(sweep, tracker, task_cfg, composer, best, registered_model)
+        study.set_user_attr("runner.summary", state_key)
+    else:
+        done = study.user_attrs.get("registered_model") or {}
+        registered = (
+            f"{done.get('name')} v{done.get('version')} (already, trial {done.get('trial')})"
+            if best is not None and done.get("trial") == best.number
+            else None
+        )
+
+    # the summary on stdout
+    took = time.perf_counter() - sweep.started
+    lines = [
+        f"runner: study {study.study_name!r}: {c['finished']}/{sweep.limit} trials finished "
+        f"({c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed) - this run "
+        f"{budget.session_done} trials in {took:.1f}s (trial loop {loop_seconds:.1f}s), "
+        f"{budget.feature_queries} feature queries",
+        f"  parent run {pid} in {tracker.display_uri} (experiment {tracker.cfg.experiment!r})",
+    ]
+    if budget.stop_reason:
+        lines.append(f"  stopped early: {budget.stop_reason}")
+    if len(workers) > 1:
+        lines.append("  trials per worker: " + ", ".join(f"{k} {v}" for k, v in sorted(workers.items())))
+    if rows:
+        lines.append(text_table(table))
+    if registered:
+        lines.append(f"  best model registered: {registered}")
+    lines.append(f"  storage {redact_url(sweep.storage_url)} (run the same command again to resume)")
+    print("\n".join(lines), flush=True)
+    return {
+        "best_trial": best.number if best else None,
+        "best_values": best.values if best else None,
+        "parent_run_id": pid,
+    }
+
+
+def plots(sweep: Sweep, tracker, c: Dict[str, Any]) -> None:
+    """Optimization history and (2+ complete trials) param importances, as parent artifacts."""
+    import tempfile
+    import warnings
+
+    if c["complete"] < 1:
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot as plt
+        from optuna.visualization import matplotlib as ovm
+    except ImportError as exc:
+        log.warning("plots skipped: %s", exc)
+        return
+    study = sweep.study
+    target: Dict[str, Any] = (
+        {} if len(sweep.directions) == 1 else {"target": lambda t: t.values[0], "target_name": sweep.metrics[0]}
+    )
+    jobs = [("optimization_history.png", lambda: ovm.plot_optimization_history(study, **target))]
+    if c["complete"] >= 2:
+        jobs.append(("param_importances.png", lambda: ovm.plot_param_importances(study, **target)))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, plot in jobs:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ax: Any = plot()
+                fig: Any = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+                fig.set_size_inches(9, 5.5)
+                fig.tight_layout()
+                path = Path(tmp, name)
+                fig.savefig(path, dpi=100)
+                plt.close(fig)
+            except Exception as exc:
+                log.warning("plot %s skipped: %s", name, first_line(exc))
+                continue
+            tracker.log_artifact(sweep.parent_run_id, str(path), "optuna")
+
+
+def register(sweep: Sweep, tracker, task_cfg, composer: Composer, best, setting: Optional[str]) -> Optional[str]:
+    """Register the best trial's model (hydra.sweeper.registered_model, else
+    tracker.registered_model); its model file saved by the trial, else retrained."""
+    name = setting or task_cfg.tracker.get("registered_model")
+    if not name or best is None:
+        return None
+    run_id = best.user_attrs.get("mlflow_run_id")
+    if not run_id:
+        return None
+    study = sweep.study
+    done = study.user_attrs.get("registered_model") or {}
+    if done.get("name") == name and done.get("trial") == best.number:
+        return f"{name} v{done.get('version')} (already, trial {best.number})"
+    import lightgbm as lgb
+
+    from runner.job import prepared_data
+    from runner.model import train
+
+    cfg = composer.config_of(best)
+    _, prepared = prepared_data(cfg)
+    path = best.user_attrs.get("model_path")
+    if path and Path(path).exists():
+        booster = lgb.Booster(model_file=path)
+    else:
+        log.warning("trial %d's model file is missing: retraining it", best.number)
+        booster = train(prepared, cfg.model).booster
+    model_uri = tracker.log_model(run_id, booster, prepared.parts["valid"][0].head(5))
+    version = tracker.register(name, run_id, model_uri)
+    kill_point("register")  # test hook: registered, not yet recorded in the study
+    study.set_user_attr("registered_model", {"name": name, "version": version.version, "trial": best.number})
+    tracker.log(
+        sweep.parent_run_id,
+        tags={"best.registered_model": name, "best.registered_version": version.version, "best.model_uri": model_uri},
+    )
+    return f"{name} v{version.version} ({model_uri})"

@@ -1,0 +1,127 @@
+"""The feature definition: checked before anything runs, built as a Snowpark DataFrame.
+
+A definition is exactly one of data.table, data.query or data.features (a callable
+named by _target_, called as fn(session, cfg, **kwargs) and returning a Snowpark
+DataFrame), plus data.entity_key and data.label.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import List
+
+from ..errors import ConfigError, DataError, WarehouseError
+from .sql import snapshot_timestamp
+
+_IDENT = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
+_QUALIFIED = re.compile(rf"^{_IDENT}(?:\.{_IDENT}){{0,2}}$")
+_COLUMN = re.compile(rf"^{_IDENT}$")
+MATERIALIZE = ("none", "table")
+MATERIALIZED_PREFIX = "RUNNER_FEATURES_"
+
+
+def check_identifier(value: str, setting: str, qualified: bool = False) -> None:
+    pattern = _QUALIFIED if qualified else _COLUMN
+    if not isinstance(value, str) or not pattern.match(value):
+        what = "a table name ([db.][schema.]name)" if qualified else "a column name"
+        raise ConfigError(
+            f"{setting}={value!r} is not {what}: use a plain Snowflake identifier "
+            "(letters, digits, _ and $) or a double-quoted one"
+        )
+
+
+def validate(data_cfg) -> None:
+    given = [name for name in ("table", "query", "features") if data_cfg.get(name)]
+    if len(given) != 1:
+        raise ConfigError(
+            "set exactly one feature definition: data.table, data.query or "
+            f"data.features (got {', '.join('data.' + g for g in given) or 'none'})"
+        )
+    if data_cfg.table:
+        check_identifier(data_cfg.table, "data.table", qualified=True)
+    if data_cfg.features and "_target_" not in data_cfg.features:
+        raise ConfigError(
+            "data.features needs a _target_: the dotted path of a callable (session, cfg) -> snowpark DataFrame"
+        )
+    check_identifier(data_cfg.entity_key, "data.entity_key")
+    check_identifier(data_cfg.label, "data.label")
+    for i, col in enumerate(data_cfg.drop):
+        check_identifier(col, f"data.drop[{i}]")
+    if data_cfg.get("snapshot"):
+        snapshot_timestamp(data_cfg.snapshot)
+    materialize = data_cfg.get("materialize") or "none"
+    if materialize not in MATERIALIZE:
+        raise ConfigError(f"data.materialize must be one of {', '.join(MATERIALIZE)}, got {materialize!r}")
+    if data_cfg.get("backend") == "snowflake":
+        # Which connection (connections.toml entry or SNOWFLAKE_* env): no network, so a
+        # wrong data.connection_name fails before any run is created.
+        from .snowflake import snowflake_kwargs
+
+        snowflake_kwargs(data_cfg)
+    valid, test = data_cfg.split.valid, data_cfg.split.test
+    if not (0 < valid < 1 and 0 < test < 1 and valid + test < 1):
+        raise ConfigError(
+            "data.split.valid and data.split.test must each be in (0, 1) and sum "
+            f"below 1, got valid={valid}, test={test}"
+        )
+
+
+def build_frame(session, data_cfg):
+    """The Snowpark DataFrame of the feature definition (nothing is pulled yet)."""
+    from snowflake.snowpark.exceptions import SnowparkClientException
+
+    setting = next(n for n in ("table", "query", "features") if data_cfg.get(n))
+    try:
+        if setting == "table":
+            return session.table(data_cfg.table), setting
+        if setting == "query":
+            return session.sql(data_cfg.query), setting
+        from hydra.utils import call
+        from omegaconf import OmegaConf
+
+        spec = OmegaConf.to_container(data_cfg.features, resolve=True)
+        try:
+            frame = call(spec, session, data_cfg)
+        except SnowparkClientException:
+            raise
+        except Exception as exc:
+            if "Error locating target" in str(exc) or "Error in call to target" in str(exc):
+                raise ConfigError(f"data.features._target_={spec['_target_']!r}: {str(exc).splitlines()[0]}") from None
+            raise
+        if not hasattr(frame, "queries"):
+            raise ConfigError(
+                f"data.features._target_={spec['_target_']!r} returned {type(frame).__name__}, not a Snowpark DataFrame"
+            )
+        return frame, setting
+    except SnowparkClientException as exc:
+        raise WarehouseError(
+            f"data.{setting}: the warehouse rejected the feature definition: {sql_error(exc)}"
+        ) from None
+
+
+def sql_error(exc) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def frame_sql(frame) -> str:
+    queries = frame.queries
+    return ";\n".join(queries["queries"] + queries.get("post_actions", []))
+
+
+def find_column(names: List[str], wanted: str, setting: str) -> str:
+    if wanted in names:
+        return wanted
+    folded = [n for n in names if n.upper() == wanted.strip('"').upper()]
+    if len(folded) == 1:
+        return folded[0]
+    raise DataError(f"{setting}={wanted!r} is not a column of the feature result (columns: {', '.join(names)})")
+
+
+def check_frame(table, data_cfg) -> None:
+    if table.num_rows == 0:
+        raise DataError(
+            "the feature result is empty: check data.table / data.query / data.features and the filters they apply"
+        )
+    find_column(table.column_names, data_cfg.entity_key, "data.entity_key")
+    find_column(table.column_names, data_cfg.label, "data.label")

@@ -1,0 +1,124 @@
+"""The embedded warehouse: a fakesnow server process on loopback, seeded by runner.
+
+Reached like a real account, through the Snowflake connector and Snowpark over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, Optional
+
+from ..errors import WarehouseError
+
+# fakesnow answers these statements only when told to ignore them.
+_EMULATOR_NOPS = [
+    r"^ALTER SESSION SET QUERY_TAG.*",
+    r"^ALTER SESSION UNSET QUERY_TAG.*",
+    r"^select system\$cancel_all_queries.*",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when runner dies, even by SIGKILL (Linux prctl)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+@contextmanager
+def fakesnow_server(
+    port: Optional[int] = None, timeout: float = 20.0, while_starting: Optional[Callable[[], object]] = None
+) -> Iterator[int]:
+    """Run `python -m fakesnow -s` on loopback in its own process group; yield its port.
+
+    while_starting runs as soon as the process is spawned (its start takes ~1.5 s).
+    fakesnow makes a temp folder at import and never removes it (one per run, in /tmp):
+    the process gets a TMPDIR of its own, removed when it stops (or, after a SIGKILL, by
+    the next start)."""
+    port = port or free_port()
+    _remove_orphan_scratch()
+    scratch = tempfile.mkdtemp(prefix=f"runner-fakesnow-{os.getpid()}-")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fakesnow", "-s", "--host", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+        env={**os.environ, "TMPDIR": scratch},
+    )
+    try:
+        if while_starting is not None:
+            while_starting()
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise WarehouseError(
+                    f"the embedded warehouse (fakesnow) exited with code {proc.returncode}; "
+                    "check that the fakesnow[server] package is installed"
+                )
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise WarehouseError(
+                        f"the embedded warehouse (fakesnow) did not start within {timeout:.0f}s on 127.0.0.1:{port}"
+                    )
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _remove_orphan_scratch() -> None:
+    """Temp folders of embedded warehouses whose runner process is gone (killed)."""
+    for path in Path(tempfile.gettempdir()).glob("runner-fakesnow-*-*"):
+        pid = path.name.split("-")[2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # alive, another user's
+            pass
+
+
+def emulator_kwargs(port: int, data_cfg) -> Dict[str, Any]:
+    # platform_detection_timeout_seconds=0: no probing of cloud metadata addresses at login
+    # (the connector's default spends ~1.2 s on it, and the emulator is on loopback).
+    return dict(
+        user="fake",
+        password="snow",
+        account="fakesnow",
+        host="127.0.0.1",
+        port=port,
+        protocol="http",
+        network_timeout=data_cfg.network_timeout,
+        platform_detection_timeout_seconds=0.0,
+        session_parameters={"nop_regexes": _EMULATOR_NOPS},
+    )

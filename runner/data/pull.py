@@ -1,0 +1,198 @@
+"""Pull a feature definition from the warehouse once and keep it in the cache.
+
+The cache key covers the SQL Snowpark generates, the connection identity (never
+credentials) and the data's version (a snapshot, or the source tables' state).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import List, Optional
+
+from ..errors import WarehouseError
+from .cache import FeatureCache, cache_key
+from .definition import MATERIALIZED_PREFIX, build_frame, check_frame, frame_sql, sql_error
+from .featureset import FeatureSet
+from .offline import config_digest, embedded_digest
+from .sql import snapshot_timestamp, source_tables, time_travel_sql
+
+
+def materialized_name(wh, key: str) -> str:
+    """Fully qualified name of the warehouse table holding the features of cache key `key`."""
+    ident = wh.identity
+    quote = lambda part: '"' + part.replace('"', '""') + '"'  # noqa: E731
+    return ".".join([quote(ident["database"]), quote(ident["schema"]), MATERIALIZED_PREFIX + key[:16].upper()])
+
+
+def data_version(wh, data_cfg, sql: str) -> str:
+    if data_cfg.snapshot:
+        # Normalised: '2024-06-01' and '2024-06-01T00:00:00Z' are the same data.
+        return f"snapshot:{snapshot_timestamp(data_cfg.snapshot)}"
+    if wh.known_version:
+        return wh.known_version
+    tables = source_tables(sql)
+    if not tables:
+        return "unversioned"
+    from snowflake.snowpark.exceptions import SnowparkClientException
+
+    ident = wh.identity
+    rows = []
+    for name in tables:
+        parts = name.split(".")
+        database = parts[-3] if len(parts) == 3 else ident["database"]
+        schema = parts[-2] if len(parts) >= 2 else ident["schema"]
+        try:
+            rows += wh.session.sql(
+                f"select table_catalog, table_schema, table_name, last_altered, row_count "
+                f"from {database}.information_schema.tables where table_schema = ? and table_name = ?",
+                params=[schema, parts[-1]],
+            ).collect()
+        except SnowparkClientException as exc:
+            raise WarehouseError(
+                f"cannot read the version of source table {name} from "
+                f"{database}.INFORMATION_SCHEMA.TABLES: {sql_error(exc)} (set "
+                "data.snapshot to pin the data instead)"
+            ) from None
+    # LAST_ALTERED moves on any DML/DDL in Snowflake; ROW_COUNT (null for views) is a second
+    # signal, the only one some emulators keep (fakesnow reports LAST_ALTERED as 1970).
+    return "altered:" + ";".join(sorted(f"{r[0]}.{r[1]}.{r[2]}={r[3]}/{r[4]}" for r in rows))
+
+
+def load_features(wh, data_cfg, cache: FeatureCache, query_tag: Optional[str] = None) -> FeatureSet:
+    session = wh.session
+    if query_tag and data_cfg.query_tag:
+        # Before any other statement: the tag links the warehouse's query history to the run.
+        wh.set_query_tag(query_tag)
+    started = time.perf_counter()
+    snapshot = snapshot_timestamp(data_cfg.snapshot) if data_cfg.get("snapshot") else None
+    materialize = data_cfg.get("materialize") or "none"
+    with session.query_history() as history:
+        frame, setting = build_frame(session, data_cfg)
+        sql = frame_sql(frame)
+        if snapshot:
+            sql = time_travel_sql(sql, snapshot)
+            frame = session.sql(sql)
+        version = data_version(wh, data_cfg, sql)
+        key = cache_key({"sql": sql, "identity": wh.identity, "version": version})
+        source = {**wh.identity, "definition": f"data.{setting}", "query": sql, "version": version}
+        if snapshot:
+            source["snapshot"] = snapshot
+        if materialize == "table":
+            source["materialized"] = materialized_name(wh, key)
+        hit = None if data_cfg.refresh else cache.get(key)
+        if hit is None:
+            with cache.lock(key):
+                # Another process may have filled the entry while we waited.
+                hit = None if data_cfg.refresh else cache.get(key)
+                if hit is None:
+                    if materialize == "table":
+                        table, feature_ids = _pull_materialized(
+                            wh, frame, setting, source["materialized"], data_cfg.refresh, history
+                        )
+                    else:
+                        table = _pull(frame, setting)
+                        feature_ids = [
+                            q.query_id
+                            for q in history.queries
+                            if q.sql_text.strip() == frame.queries["queries"][-1].strip()
+                        ]
+                    check_frame(table, data_cfg)
+                    cache.put(key, table, {"query_ids": feature_ids, "source": source})
+    cache.remember(config_digest(data_cfg), key)
+    if (digest := embedded_digest(data_cfg)) is not None:
+        cache.remember(digest, key)
+    query_ids = [q.query_id for q in history.queries]
+    if hit is not None:
+        table, _meta = hit
+        check_frame(table, data_cfg)
+        feature_queries = 0
+    else:
+        feature_queries = len(feature_ids)
+    return FeatureSet(
+        table=table,
+        key=key,
+        cache_hit=hit is not None,
+        sql=sql,
+        source=source,
+        path=str(cache.path(key)),
+        query_ids=query_ids,
+        feature_queries=feature_queries,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _pull(frame, setting: str):
+    from snowflake.snowpark.exceptions import SnowparkClientException
+
+    try:
+        return frame.to_arrow()
+    except SnowparkClientException as exc:
+        raise WarehouseError(
+            f"data.{setting}: the feature query failed in the warehouse: {sql_error(exc)}{_time_travel_hint(exc)}"
+        ) from None
+
+
+def _time_travel_hint(exc) -> str:
+    text = str(exc).lower()
+    if "time travel" in text:
+        return (
+            " (data.snapshot: time travel needs the timestamp within each source table's "
+            "DATA_RETENTION_TIME_IN_DAYS and after its creation)"
+        )
+    return ""
+
+
+def _pull_materialized(wh, frame, setting: str, name: str, refresh: bool, history):
+    """Write the feature query once to table `name` (CTAS), then read that table.
+
+    Returns (arrow table, query ids of the feature computation: empty when the table
+    already existed, i.e. another worker or an earlier run computed the joins).
+    """
+    from snowflake.snowpark.exceptions import SnowparkClientException
+
+    session = wh.session
+    exists = not refresh and _table_exists(wh, name)
+    feature_ids: List[str] = []
+    if not exists:
+        seen = len(history.queries)
+        queries = frame.queries["queries"]
+        try:
+            if len(queries) == 1:
+                # Plain CTAS (no column list): IF NOT EXISTS lets racing workers create it once.
+                create = "CREATE OR REPLACE TRANSIENT TABLE" if refresh else "CREATE TRANSIENT TABLE IF NOT EXISTS"
+                session.sql(f"{create} {name} COMMENT = '{_MATERIALIZED_COMMENT}' AS {queries[0]}").collect()
+            else:  # temp objects first: let Snowpark run them
+                frame.write.save_as_table(
+                    name,
+                    mode="overwrite" if refresh else "ignore",
+                    table_type="transient",
+                    comment=_MATERIALIZED_COMMENT,
+                )
+        except SnowparkClientException as exc:
+            raise WarehouseError(
+                f"data.materialize=table: cannot create {name} in the warehouse: "
+                f"{sql_error(exc)}{_time_travel_hint(exc)} (the role needs CREATE TABLE "
+                "on the schema; or set data.materialize=none)"
+            ) from None
+        feature_ids = [q.query_id for q in history.queries[seen:] if "CREATE" in q.sql_text.upper()]
+    try:
+        return session.table(name).to_arrow(), feature_ids
+    except SnowparkClientException as exc:
+        raise WarehouseError(f"data.materialize=table: cannot read {name}: {sql_error(exc)}") from None
+
+
+_MATERIALIZED_COMMENT = "runner feature table (data.materialize=table), named by its cache key; safe to drop"
+
+
+def _table_exists(wh, name: str) -> bool:
+    database, schema, table = (part.strip('"').replace('""', '"') for part in _split_name(name))
+    rows = wh.session.sql(
+        f'select count(*) from "{database}".information_schema.tables where table_schema = ? and table_name = ?',
+        params=[schema, table],
+    ).collect()
+    return bool(rows and rows[0][0])
+
+
+def _split_name(name: str) -> List[str]:
+    return re.findall(r'"(?:[^"]|"")*"|[^.]+', name)

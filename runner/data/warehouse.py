@@ -1,0 +1,119 @@
+"""Warehouse sessions: the embedded fakesnow server or a real Snowflake account.
+
+Both are reached the same way: the real Snowflake connector and a Snowpark
+Session over the wire. Credentials are read by the connector from
+connections.toml or SNOWFLAKE_* variables and never pass through our config.
+
+A real account's session runs no query until the caller has set the query tag
+(Warehouse.set_query_tag): account, database and schema are looked up lazily,
+so every statement of a run carries the tag in the warehouse's query history.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, Optional
+
+from ..errors import ConfigError, WarehouseError, first_line
+from .emulator import emulator_kwargs, fakesnow_server
+from .snowflake import connections_file, secrets_of, snowflake_kwargs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Warehouse:
+    session: Any
+    account: Optional[str] = None
+    database: Optional[str] = None
+    schema: Optional[str] = None
+    # Data version for the cache key when the backend knows it without asking.
+    known_version: Optional[str] = None
+    query_tag: Optional[str] = None
+
+    def set_query_tag(self, tag: str) -> None:
+        """Tag every later statement of this session (ALTER SESSION SET QUERY_TAG)."""
+        if tag and tag != self.query_tag:
+            self.session.query_tag = tag
+            self.query_tag = tag
+
+    def _resolve(self) -> None:
+        if self.account and self.database and self.schema:
+            return
+        session = self.session
+        self.account = self.account or (session.get_current_account() or "").strip('"')
+        self.database = self.database or (session.get_current_database() or "").strip('"')
+        self.schema = self.schema or (session.get_current_schema() or "").strip('"')
+        if not self.database or not self.schema:
+            raise ConfigError(
+                "no current database/schema in the Snowflake session: set "
+                "data.database and data.schema (or database/schema in connections.toml)"
+            )
+
+    @property
+    def identity(self) -> Dict[str, str]:
+        self._resolve()
+        return {"account": self.account or "", "database": self.database or "", "schema": self.schema or ""}
+
+
+def _create_session(kwargs: Dict[str, Any], what: str):
+    from snowflake.snowpark import Session
+
+    try:
+        return Session.builder.configs(kwargs).create()
+    except Exception as exc:  # connector errors: bad credentials, unreachable host, bad toml
+        text = first_line(exc)
+        for secret in secrets_of(kwargs):
+            text = text.replace(secret, "***")
+        raise WarehouseError(
+            f"cannot connect to {what}: {text} (check the connection's account/host, "
+            "user and credentials, and network access to it)"
+        ) from None
+
+
+@contextmanager
+def open_warehouse(data_cfg) -> Iterator[Warehouse]:
+    if data_cfg.backend == "embedded":
+        from .demo import seed_demo, seed_synthetic
+
+        seeds = {"churn": seed_demo, "synthetic": seed_synthetic}
+        seed = seeds.get(data_cfg.demo.dataset)
+        if seed is None:
+            raise ConfigError(f"data.demo.dataset must be one of {', '.join(seeds)}, got {data_cfg.demo.dataset!r}")
+        with fakesnow_server(while_starting=lambda: __import__("snowflake.snowpark")) as port:
+            session = _create_session(emulator_kwargs(port, data_cfg), "the embedded warehouse")
+            try:
+                database, schema = data_cfg.database or "DEMO", data_cfg.schema or "PUBLIC"
+                version = seed(session, database, schema, data_cfg.demo)
+                yield Warehouse(session, "fakesnow", database, schema, known_version=version)
+            finally:
+                _close(session)
+    elif data_cfg.backend == "snowflake":
+        kwargs = snowflake_kwargs(data_cfg)
+        where = (
+            f"data.connection_name={kwargs['connection_name']} in {connections_file()}"
+            if "connection_name" in kwargs
+            else "SNOWFLAKE_* environment variables"
+        )
+        session = _create_session(kwargs, f"Snowflake ({where})")
+        try:
+            # No query yet: identity is resolved once the caller has set the query tag.
+            yield Warehouse(session, account=data_cfg.account or None)
+        finally:
+            _close(session)
+    else:
+        raise ConfigError(f"data.backend must be 'embedded' or 'snowflake', got {data_cfg.backend!r}")
+
+
+def _close(session) -> None:
+    import atexit
+
+    try:
+        session.close()
+    except Exception as exc:  # closing must never hide the real outcome
+        log.debug("closing the warehouse session failed: %s", exc)
+    # Snowpark closes every session again at exit, which would retry against
+    # a server that is gone by then.
+    atexit.unregister(session._close_at_exit)

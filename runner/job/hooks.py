@@ -1,0 +1,35 @@
+"""What a caller of run_job (a sweeper) may add to one job, without the job knowing why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional, Sequence
+
+
+@dataclass
+class JobHooks:
+    """Extras for one job; every field is optional.
+
+    run_name/tags: the run's name and tags added at creation. callbacks: LightGBM callbacks.
+    log_model: overrides tracker.log_model (a sweep uploads only the winner). overrides: the
+    job's Hydra overrides when HydraConfig does not describe it (trials in threads).
+    on_run(run_id): called once the MLflow run exists. final_tags(status, exc): tags sent in
+    the run's last log call (so a trial costs create + one batch + terminate). status_of(exc):
+    the run status for an exception the caller raised on purpose (e.g. "KILLED" for a
+    stopped trial); None lets the job end the run FAILED with a runner.error tag.
+    """
+
+    run_name: Optional[str] = None
+    tags: Dict[str, Any] = field(default_factory=dict)
+    callbacks: Sequence[Callable[..., Any]] = ()
+    log_model: Optional[bool] = None
+    overrides: Optional[Sequence[str]] = None
+    on_run: Optional[Callable[[str], None]] = None
+    final_tags: Optional[Callable[[str, Optional[BaseException]], Dict[str, Any]]] = None
+    status_of: Optional[Callable[[BaseException], Optional[str]]] = None
+
+    def tags_at_end(self, status: str, exc: Optional[BaseException] = None) -> Dict[str, Any]:
+        return self.final_tags(status, exc) if self.final_tags else {}
+
+    def owned_status(self, exc: BaseException) -> Optional[str]:
+        return self.status_of(exc) if self.status_of else None

@@ -1,0 +1,39 @@
+"""Validation metric and scores for each objective."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import numpy as np
+
+# objective -> LightGBM's validation metric and runner's headline metric.
+OBJECTIVES = {"binary": "auc", "multiclass": "multi_logloss", "regression": "rmse"}
+
+
+def headline(objective: str) -> str:
+    return OBJECTIVES[objective]
+
+
+def score(prepared: Any, y: np.ndarray, pred: np.ndarray) -> Dict[str, float]:
+    from sklearn import metrics as m
+
+    if prepared.objective == "binary":
+        out = {
+            "auc": m.roc_auc_score(y, pred) if len(set(y)) > 1 else float("nan"),
+            "logloss": m.log_loss(y, np.clip(pred, 1e-15, 1 - 1e-15), labels=[0, 1]),
+            "accuracy": m.accuracy_score(y, pred >= 0.5),
+        }
+    elif prepared.objective == "multiclass":
+        labels = list(range(len(prepared.classes)))
+        out = {
+            "multi_logloss": m.log_loss(y, pred, labels=labels),
+            "accuracy": m.accuracy_score(y, pred.argmax(axis=1)),
+            "macro_f1": m.f1_score(y, pred.argmax(axis=1), average="macro"),
+        }
+    else:
+        out = {
+            "rmse": float(np.sqrt(m.mean_squared_error(y, pred))),
+            "mae": m.mean_absolute_error(y, pred),
+            "r2": m.r2_score(y, pred),
+        }
+    return {k: float(v) for k, v in out.items()}

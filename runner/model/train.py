@@ -1,0 +1,101 @@
+"""LightGBM training on a prepared split: Datasets built once per binning, early stopping,
+validation and test scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Sequence
+
+from ..config import to_dict
+from ..errors import ConfigError
+from .metrics import OBJECTIVES, score
+from .prepare import Prepared
+
+# Parameters that change how a Dataset is binned: a cached Dataset is reused
+# only while these stay the same.
+BINNING_PARAMS = (
+    "max_bin",
+    "min_data_in_bin",
+    "bin_construct_sample_cnt",
+    "use_missing",
+    "zero_as_missing",
+    "categorical_feature",
+    "max_bin_by_feature",
+    "linear_tree",
+)
+
+
+@dataclass
+class TrainResult:
+    booster: Any
+    best_iteration: int
+    metrics: Dict[str, float]
+    params: Dict[str, Any]
+
+
+def lgb_params(model_cfg, prepared: Prepared) -> Dict[str, Any]:
+    params = to_dict(model_cfg.params)
+    extra = params.pop("extra", {}) or {}
+    params.update(extra)
+    params["objective"] = prepared.objective
+    if prepared.objective == "multiclass":
+        params["num_class"] = len(prepared.classes or [])
+    else:
+        params.pop("num_class", None)
+    params["metric"] = model_cfg.metric or OBJECTIVES[prepared.objective]
+    return params
+
+
+def datasets(prepared: Prepared, params: Dict[str, Any]):
+    """Train and validation Datasets, built once per binning and reused.
+
+    feature_pre_filter=False keeps every feature splittable so later trials may
+    lower min_child_samples without rebuilding.
+    """
+    import lightgbm as lgb
+
+    binning = tuple((k, repr(params.get(k))) for k in BINNING_PARAMS)
+    if binning not in prepared.datasets:
+        ds_params = {k: params[k] for k in BINNING_PARAMS if k in params}
+        ds_params.update(feature_pre_filter=False, verbosity=-1)
+        X, y, _ = prepared.parts["train"]
+        dtrain = lgb.Dataset(
+            X, y, params=ds_params, categorical_feature=prepared.categorical or "auto", free_raw_data=False
+        )
+        Xv, yv, _ = prepared.parts["valid"]
+        dvalid = lgb.Dataset(
+            Xv, yv, reference=dtrain, categorical_feature=prepared.categorical or "auto", free_raw_data=False
+        )
+        dtrain.construct()
+        dvalid.construct()
+        prepared.datasets[binning] = (dtrain, dvalid)
+    return prepared.datasets[binning]
+
+
+def train(prepared: Prepared, model_cfg, callbacks: Sequence[Callable] = ()) -> TrainResult:
+    import lightgbm as lgb
+
+    params = lgb_params(model_cfg, prepared)
+    dtrain, dvalid = datasets(prepared, params)
+    cbs = list(callbacks)
+    if model_cfg.early_stopping_rounds and model_cfg.early_stopping_rounds > 0:
+        cbs.append(lgb.early_stopping(model_cfg.early_stopping_rounds, verbose=False))
+    try:
+        booster = lgb.train(
+            params,
+            dtrain,
+            num_boost_round=model_cfg.num_boost_round,
+            valid_sets=[dvalid],
+            valid_names=["valid"],
+            callbacks=cbs,
+        )
+    except lgb.basic.LightGBMError as exc:
+        raise ConfigError(f"LightGBM rejected model.params: {str(exc).splitlines()[0]}") from None
+    best = booster.best_iteration or booster.current_iteration()
+    metrics: Dict[str, float] = {}
+    for name in ("valid", "test"):
+        X, y, _ = prepared.parts[name]
+        pred: Any = booster.predict(X, num_iteration=best)
+        metrics.update({f"{name}_{k}": v for k, v in score(prepared, y, pred).items()})
+    metrics["best_iteration"] = float(best)
+    return TrainResult(booster, best, metrics, params)

@@ -1,0 +1,251 @@
+"""MLflow tracking through MlflowClient with explicit run ids.
+
+No fluent active-run stack: every call names its run, so runs nest correctly across
+threads and processes. A run's params, metrics and tags go in one log_batch call, so a
+run costs create + batch + terminate requests. Every request goes through the outage
+retry (runner/tracking/outage.py) and fails as one TrackingError naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from ..errors import TrackingError
+from ..secrets import redact_url, scrub
+from .dataset import dataset_input
+from .hints import failure
+from .outage import GATEWAY, UNREACHABLE, Outage
+from .sagemaker import prepare_sagemaker, quiet_plugin_noise
+from .uri import tracking_uri
+from .values import fit, tag_limit
+
+
+class Tracker:
+    def __init__(self, cfg):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(cfg.max_retries))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(cfg.request_timeout))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        self.cfg = cfg
+        self.uri = tracking_uri(cfg)
+        self.display_uri = redact_url(self.uri)
+        if cfg.kind == "local":
+            Path(cfg.dir).mkdir(parents=True, exist_ok=True)
+        quiet_plugin_noise(cfg.kind)
+        if cfg.kind == "sagemaker":
+            prepare_sagemaker(self.uri)
+        import mlflow
+        from mlflow import MlflowClient
+
+        if cfg.kind != "local":
+            # Remote stores: the global URI is what MLflow's plugins (sagemaker-mlflow's
+            # SigV4 auth and ARN header) and any fluent call read; MLFLOW_TRACKING_URI
+            # also carries it to worker processes.
+            mlflow.set_tracking_uri(self.uri)
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        self.outage = Outage(self.uri, self.display_uri, cfg.get("outage_deadline"), ride_out=cfg.kind != "local")
+        self._experiment_id: Optional[str] = None
+        self._artifact_uris: Dict[str, str] = {}
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, artifacts: bool = False, **kwargs: Any) -> Any:
+        """fn(*args, **kwargs) through the outage retry; any failure as one TrackingError."""
+        try:
+            return self.outage.call(what, fn, *args, **kwargs)
+        except Exception as exc:
+            raise failure(self.cfg.kind, self.display_uri, what, exc, artifacts) from None
+
+    # experiment and runs -------------------------------------------------------
+
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            name = self.cfg.experiment
+            what = f"open experiment {name!r}"
+            exp = self._call(what, self.client.get_experiment_by_name, name)
+            if exp is None:
+                location = Path(self.cfg.dir, "artifacts").resolve().as_uri() if self.cfg.kind == "local" else None
+                try:
+                    self._experiment_id = self.outage.call(
+                        "create the experiment", self.client.create_experiment, name, artifact_location=location
+                    )
+                except Exception as exc:  # created concurrently by another worker?
+                    exp = self._call(what, self.client.get_experiment_by_name, name)
+                    if exp is None:
+                        raise failure(self.cfg.kind, self.display_uri, what, exc) from None
+                    self._experiment_id = exp.experiment_id
+            elif exp.lifecycle_stage == "deleted":
+                raise TrackingError(
+                    f"tracker.experiment={name!r} is deleted in MLflow: restore it or choose another name"
+                )
+            else:
+                self._experiment_id = exp.experiment_id
+        return self._experiment_id
+
+    def start_run(self, run_name: Optional[str], tags: Dict[str, Any], parent_run_id: Optional[str] = None) -> str:
+        tags = dict(tags)
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        clean = {k: t for k, v in tags.items() if (t := fit("tag", k, v, tag_limit())) is not None}
+        # A retried create must not make a second run when the first reached the server.
+        token = clean["runner.create_token"] = uuid.uuid4().hex
+        tried: List[int] = []
+        experiment = self.experiment_id()
+
+        def create():
+            if tried:
+                found = self.client.search_runs([experiment], f"tags.`runner.create_token` = '{token}'", max_results=1)
+                if found:
+                    return found[0]
+            tried.append(1)
+            return self.client.create_run(experiment, tags=clean, run_name=run_name)
+
+        run = self._call("create a run", create)
+        # Known from the create response: uploads need no runs/get to find it.
+        self._artifact_uris[run.info.run_id] = run.info.artifact_uri
+        return run.info.run_id
+
+    def get_run(self, run_id: str):
+        """The run, or None when the store has no run with this id."""
+
+        def get():
+            try:
+                return self.client.get_run(run_id)
+            except Exception as exc:
+                if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+                    return None
+                raise
+
+        return self._call(f"read run {run_id}", get)
+
+    def search_runs(self, filter_string: str, max_results: int = 1000) -> list:
+        """Runs of this tracker's experiment that match an MLflow search filter."""
+        return self._call(
+            "search runs", self.client.search_runs, [self.experiment_id()], filter_string, max_results=max_results
+        )
+
+    def log(
+        self,
+        run_id: str,
+        params: Optional[Dict[str, Any]] = None,
+        metrics: Optional[Dict[str, float]] = None,
+        tags: Optional[Dict[str, Any]] = None,
+        step: int = 0,
+    ) -> None:
+        import time
+
+        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+        now = int(time.time() * 1000)
+        p = [
+            Param(k, t)
+            for k, v in (params or {}).items()
+            if (t := fit("param", k, v, MAX_PARAM_VAL_LENGTH)) is not None
+        ]
+        m = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
+        g = [RunTag(k, s) for k, v in (tags or {}).items() if (s := fit("tag", k, v, tag_limit())) is not None]
+        if p or m or g:
+            self._call("log params/metrics", self.client.log_batch, run_id, metrics=m, params=p, tags=g)
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        self._call(f"end run {run_id} as {status}", self.client.set_terminated, run_id, status=status)
+
+    def reopen(self, run_id: str) -> None:
+        """Set a finished run back to RUNNING (a resumed sweep's parent)."""
+        self._call(f"reopen run {run_id}", self.client.update_run, run_id, status="RUNNING")
+
+    # artifacts -----------------------------------------------------------------
+
+    def _artifact_repo(self, run_id: str):
+        """The run's artifact repository, without a request when this Tracker created the run."""
+        uri = self._artifact_uris.get(run_id)
+        if uri is None:
+            return None
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        return get_artifact_repository(uri, tracking_uri=self.uri)
+
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: Optional[str] = None) -> None:
+        what = f"upload {Path(local_path).name}"
+        repo = self._artifact_repo(run_id)
+        if repo is None:
+            self._call(what, self.client.log_artifact, run_id, local_path, artifact_path, artifacts=True)
+        else:
+            self._call(what, repo.log_artifact, local_path, artifact_path, artifacts=True)
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        text = scrub(text)  # the resolved config may hold a URL typed with user:password@
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp, Path(path).name)
+            local.write_text(text, encoding="utf-8")
+            parent = str(Path(path).parent)
+            self.log_artifact(run_id, str(local), None if parent == "." else parent)
+
+    def log_model(self, run_id: str, booster, example) -> str:
+        """Log with MLflow's LightGBM flavor (signature + input example); return the model URI."""
+        import lightgbm
+        import mlflow.lightgbm
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(example, booster.predict(example))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp, "model")
+            mlflow.lightgbm.save_model(
+                booster,
+                str(path),
+                signature=signature,
+                input_example=example,
+                pip_requirements=[f"lightgbm=={lightgbm.__version__}", f"mlflow=={mlflow.__version__}"],
+            )
+            repo = self._artifact_repo(run_id)
+            if repo is None:
+                self._call("upload the model", self.client.log_artifacts, run_id, str(path), "model", artifacts=True)
+            else:
+                self._call("upload the model", repo.log_artifacts, str(path), "model", artifacts=True)
+        return f"runs:/{run_id}/model"
+
+    def log_dataset(self, run_id: str, frame, features, targets: str, context: str = "training") -> None:
+        self._call(
+            "log the dataset", self.client.log_inputs, run_id, [dataset_input(frame, features, targets, context)]
+        )
+
+    # registry ------------------------------------------------------------------
+
+    def register(self, name: str, run_id: str, model_uri: str):
+        """A version of registered model `name` for the run's model; idempotent per run."""
+
+        def versions():
+            try:
+                return self.client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+            except Exception as exc:
+                if UNREACHABLE.search(str(exc)) or GATEWAY.search(str(exc)):
+                    raise
+                return []  # a registry without run_id search: register as before
+
+        what = f"register model {name!r}"
+        # Idempotent: a sweep killed after registering (before recording it) registers once.
+        existing = self._call(what, versions)
+        if existing:
+            return max(existing, key=lambda v: int(v.version))
+
+        def ensure_model():
+            try:
+                self.client.get_registered_model(name)
+            except Exception as exc:
+                if UNREACHABLE.search(str(exc)) or GATEWAY.search(str(exc)):
+                    raise
+                self.client.create_registered_model(name)
+
+        self._call(what, ensure_model)
+        return self._call(what, self.client.create_model_version, name, model_uri, run_id=run_id)
+
+    def ui_command(self) -> str:
+        if self.cfg.kind == "local":
+            return (
+                f"mlflow ui --backend-store-uri {self.uri} "
+                f"--default-artifact-root {Path(self.cfg.dir, 'artifacts').resolve().as_uri()}"
+            )
+        return f"open {self.display_uri} (MLflow UI of the tracking server)"

@@ -1,0 +1,86 @@
+"""runner/model/prepare.py: label and category encoding, and the split of a feature table."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from omegaconf import OmegaConf
+
+from runner.config import DataConfig
+from runner.errors import ConfigError, DataError
+from runner.model import encode_features, encode_label, prepare
+
+
+def test_text_columns_become_codes_over_sorted_values_nulls_missing():
+    X = pd.DataFrame(
+        {
+            "PLAN": ["pro", "basic", None, "team", "basic"],
+            "N": [1, 2, 3, 4, 5],
+            "FLAG": [True, False, True, False, True],
+        }
+    )
+    categories = encode_features(X)
+    assert categories == {"PLAN": ["basic", "pro", "team"]}
+    assert X["PLAN"].tolist()[:2] == [1.0, 0.0] and math.isnan(X["PLAN"][2]) and X["PLAN"].tolist()[3:] == [2.0, 0.0]
+    assert X["N"].dtype == np.float64 and X["FLAG"].tolist() == [1.0, 0.0, 1.0, 0.0, 1.0]
+
+
+def test_dates_are_refused_naming_the_column():
+    X = pd.DataFrame({"SEEN": pd.to_datetime(["2024-01-01", "2024-02-01"])})
+    with pytest.raises(DataError, match="'SEEN' is a date/time"):
+        encode_features(X)
+
+
+@pytest.mark.parametrize(
+    "values, objective, message",
+    [
+        ([1, None, 0], "binary", "null in 1 rows"),
+        ([None, None], "binary", "null in every row"),
+        ([1, 1, 1], "binary", "is constant"),
+        ([0, 2, 1], "binary", "must be 0/1"),
+        (["a", "b"], "binary", "non-numeric"),
+        (["a", "b"], "regression", "is not numeric"),
+    ],
+)
+def test_bad_labels_name_data_label(values, objective, message):
+    with pytest.raises(DataError, match=rf"data\.label='Y'.*{message}|{message}"):
+        encode_label(pd.Series(values), objective, "Y")
+
+
+def test_multiclass_labels_are_class_indices():
+    y, classes = encode_label(pd.Series(["b", "a", "c", "a"]), "multiclass", "Y")
+    assert classes == ["a", "b", "c"] and y.tolist() == [1.0, 0.0, 2.0, 0.0]
+
+
+def _cfg(**kw):
+    return OmegaConf.merge(OmegaConf.structured(DataConfig), {"table": "T", "entity_key": "ID", "label": "Y", **kw})
+
+
+def test_prepare_sorts_by_entity_and_splits_every_row_once():
+    n = 300
+    ids = np.random.default_rng(0).permutation(n) + 1
+    table = pa.table(
+        {"ID": ids, "F": ids * 0.5, "C": ["x" if i % 2 else "y" for i in ids], "Y": ids % 2, "DROPPED": ids}
+    )
+    prepared = prepare(table, _cfg(drop=["dropped"]), "binary")
+    assert prepared.features == ["F", "C"] and prepared.categorical == ["C"]
+    keys = np.concatenate([prepared.parts[s][2] for s in ("train", "valid", "test")])
+    assert sorted(keys.tolist()) == list(range(1, n + 1))
+    for name in ("train", "valid", "test"):
+        X, y, k = prepared.parts[name]
+        assert list(k) == sorted(k) and (X["F"].to_numpy() == k * 0.5).all() and (y == k % 2).all()
+    assert sum(prepared.sizes.values()) == n
+
+
+def test_prepare_errors_name_the_setting():
+    table = pa.table({"ID": [1, 2, 3], "Y": [0, 1, 0]})
+    with pytest.raises(ConfigError, match="model.params.objective"):
+        prepare(table, _cfg(), "ranking")
+    with pytest.raises(DataError, match="no feature columns"):
+        prepare(table, _cfg(), "binary")
+    with pytest.raises(DataError, match="data.label='NOPE' is not a column"):
+        prepare(table, _cfg(label="NOPE"), "binary")

@@ -13,10 +13,25 @@ from . import env
 from .console import exit_with
 from .errors import RunnerError
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+def conf_dir() -> str:
+    """runner's default configs: conf/ at the top of the repo, shipped in the wheel as
+    runner/conf (in a checkout, runner/conf is a link to it)."""
+    return str(Path(__file__).resolve().parent / "conf")
+
+
+CONF_DIR = conf_dir()
 
 
 def run(cfg: DictConfig):
+    """The Hydra task: one job; its return value (the headline validation metric) is the
+    job's return for Hydra's sweepers."""
+    result = task(cfg)
+    return result.metrics.get(f"valid_{result.headline}")
+
+
+def task(cfg: DictConfig):
+    """One job under Hydra (a run, or a job of a multirun); returns its JobResult."""
     from .console import quiet_libraries
     from .job import run_job
     from .secrets import install_log_filter
@@ -27,7 +42,7 @@ def run(cfg: DictConfig):
     tracker = Tracker(cfg.tracker)
     result = run_job(cfg, tracker=tracker, parent_run_id=os.environ.get(env.PARENT_RUN_ID))
     _report(result, tracker, cfg)
-    return result.metrics.get(f"valid_{result.headline}")
+    return result
 
 
 def _report(result, tracker, cfg) -> None:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parent / "conf"  # runner/conf: see runner.app.conf_dir
 
 USAGE = """\
 runner: warehouse features -> LightGBM -> MLflow, from declarative Hydra config.
 
-usage: python -m runner [--multirun] [override ...]
+usage: runner [--multirun] [--config-dir DIR] [override ...]   (or python -m runner ...)
 
 Config groups (choose with group=option):
 {groups}
@@ -25,6 +25,7 @@ Examples:
   python -m runner --multirun sweep=lightgbm hydra.sweeper.n_trials=20
   python -m runner --multirun model.params.num_leaves=15,31,63
   python -m runner.rerun RUN_ID                      # run a logged run again
+  python -m runner.init [DIR]                        # a starter conf/ for your project
 
 More:
   python -m runner --cfg job          the composed config (add overrides to see their effect)

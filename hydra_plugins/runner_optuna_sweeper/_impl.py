@@ -51,6 +51,7 @@ from ._search_space import describe, parse_space
 from ._state import Sweep
 from ._storage import open_study, safe_name, storage_url, study_lock
 from ._summary import finish
+from ._summary import summary as summary_of
 from ._trial import TrialContext
 
 log = logging.getLogger("runner.sweep")
@@ -219,7 +220,7 @@ class RunnerOptunaSweeperImpl:
                     f"{others} trial(s) still running in other workers: the last worker to finish "
                     f"writes the summary and ends parent run {sweep.parent_run_id}"
                 )
-                return {"best_trial": None, "best_values": None, "parent_run_id": sweep.parent_run_id}
+                return summary_of(sweep, None)
 
             # 6. summary
             with study_lock(url, study_name):  # one summary/registration at a time

@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Any, List, Tuple
 
 from runner.errors import ConfigError
-
-MAXIMIZE_SUFFIXES = ("auc", "accuracy", "r2", "f1", "macro_f1", "precision", "recall", "map", "ndcg")
+from runner.model.metrics import maximize
 
 
 def default_direction(metric: str) -> str:
-    name = metric.split("_", 1)[1] if metric.startswith(("valid_", "test_")) else metric
-    return "maximize" if name.endswith(MAXIMIZE_SUFFIXES) else "minimize"
+    return "maximize" if maximize(metric) else "minimize"
 
 
 def _as_list(value: Any) -> List[Any]:

@@ -143,10 +143,19 @@ def finish(
         lines.append(f"  best model registered: {registered}")
     lines.append(f"  storage {redact_url(sweep.storage_url)} (run the same command again to resume)")
     print("\n".join(lines), flush=True)
+    return summary(sweep, best)
+
+
+def summary(sweep, best) -> Dict[str, Any]:
+    """What the sweep returns to Hydra (and runner.sweep() to its caller)."""
     return {
+        "study_name": sweep.study.study_name,
+        "parent_run_id": sweep.parent_run_id,
+        "metric": sweep.metrics[0],
         "best_trial": best.number if best else None,
         "best_values": best.values if best else None,
-        "parent_run_id": pid,
+        "best_params": dict(best.params) if best else {},
+        "best_run_id": best.user_attrs.get("mlflow_run_id") if best else None,
     }
 
 

@@ -52,7 +52,14 @@ def validate(data_cfg) -> None:
     materialize = data_cfg.get("materialize") or "none"
     if materialize not in MATERIALIZE:
         raise ConfigError(f"data.materialize must be one of {', '.join(MATERIALIZE)}, got {materialize!r}")
-    if data_cfg.get("backend") == "snowflake":
+    from .warehouse import GIVEN
+
+    if GIVEN.session is not None and data_cfg.get("backend") != "snowflake":
+        raise ConfigError(
+            f"session= is a Snowpark session of your own: use it with a data config whose "
+            f"data.backend is snowflake (e.g. data=snowflake), got data.backend={data_cfg.get('backend')!r}"
+        )
+    if data_cfg.get("backend") == "snowflake" and GIVEN.session is None:
         # Which connection (connections.toml entry or SNOWFLAKE_* env): no network, so a
         # wrong data.connection_name fails before any run is created.
         from .snowflake import snowflake_kwargs

@@ -73,8 +73,40 @@ def _create_session(kwargs: Dict[str, Any], what: str):
         ) from None
 
 
+class GivenSession:
+    """A Snowpark Session the caller owns (runner.run(session=...), e.g. Snowflake Notebooks'
+    get_active_session()): used instead of opening one, never closed. Its current database
+    and schema are the identity; the query tag runner sets is put back afterwards."""
+
+    def __init__(self) -> None:
+        self.session: Any = None
+
+    @contextmanager
+    def use(self, session: Any) -> Iterator[None]:
+        before, self.session = self.session, session
+        try:
+            yield
+        finally:
+            self.session = before
+
+
+GIVEN = GivenSession()
+
+
 @contextmanager
 def open_warehouse(data_cfg) -> Iterator[Warehouse]:
+    if GIVEN.session is not None:
+        session = GIVEN.session
+        tag_before = getattr(session, "query_tag", None)
+        try:
+            yield Warehouse(session)
+        finally:
+            if getattr(session, "query_tag", None) != tag_before:
+                try:
+                    session.query_tag = tag_before
+                except Exception as exc:  # the caller's session: never fail the run for it
+                    log.debug("could not restore the session's query tag: %s", exc)
+        return
     if data_cfg.backend == "embedded":
         from .demo import seed_demo, seed_synthetic
 

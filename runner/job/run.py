@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -37,6 +37,13 @@ class JobResult:
     status: str = "FINISHED"
     booster: Any = None
     prepared: Any = None  # runner.model.Prepared
+    parent_run_id: Optional[str] = None
+    overrides: List[str] = field(default_factory=list)  # the job's Hydra overrides
+
+    @property
+    def overrides_values(self) -> Dict[str, str]:
+        """The overrides as key -> value text (a grid job's parameters)."""
+        return dict(o.split("=", 1) for o in self.overrides if "=" in o)
 
 
 def run_job(
@@ -83,6 +90,8 @@ def run_job(
             model_uri,
             booster=result.booster,
             prepared=prepared,
+            parent_run_id=parent_run_id,
+            overrides=overrides(hooks.overrides),
         )
     except BaseException as exc:
         owned = hooks.owned_status(exc)

@@ -10,8 +10,18 @@ import numpy as np
 OBJECTIVES = {"binary": "auc", "multiclass": "multi_logloss", "regression": "rmse"}
 
 
+# Metric names (after a valid_/test_ prefix) that are better when larger; the rest are losses.
+MAXIMIZE_SUFFIXES = ("auc", "accuracy", "r2", "f1", "macro_f1", "precision", "recall", "map", "ndcg")
+
+
 def headline(objective: str) -> str:
     return OBJECTIVES[objective]
+
+
+def maximize(metric: str) -> bool:
+    """Is a larger value of this metric (e.g. valid_auc) better?"""
+    name = metric.split("_", 1)[1] if metric.startswith(("valid_", "test_")) else metric
+    return name.endswith(MAXIMIZE_SUFFIXES)
 
 
 def score(prepared: Any, y: np.ndarray, pred: np.ndarray) -> Dict[str, float]:

@@ -20,9 +20,11 @@ GOOD = [
     ("tag(log, interval(0.01, 0.3))", FloatDistribution(0.01, 0.3, log=True)),
     ("tag(log, interval(1e-3, 10))", FloatDistribution(1e-3, 10.0, log=True)),
     ("tag(log, int(interval(1, 100)))", IntDistribution(1, 100, log=True)),
-    ("range(15, 256, 16)", IntDistribution(15, 255, step=16)),  # stop excluded, as in Hydra
-    ("range(1, 4)", IntDistribution(1, 3)),
-    ("range(0.1, 0.5, 0.1)", FloatDistribution(0.1, 0.4, step=0.1)),
+    ("range(15, 256, 16)", IntDistribution(15, 255, step=16)),  # high = the last value on the grid
+    ("range(15, 255, 16)", IntDistribution(15, 255, step=16)),  # stop on the grid: included (upstream)
+    ("range(1, 4)", IntDistribution(1, 4)),
+    ("range(0.1, 0.5, 0.1)", FloatDistribution(0.1, 0.5, step=0.1)),
+    ("range(0.3, 1.0, 0.3)", FloatDistribution(0.3, 0.9, step=0.3)),  # 0.9 kept (no float drift)
     ("choice(15, 31, 63)", CategoricalDistribution([15, 31, 63])),
     ("15,31,63", CategoricalDistribution([15, 31, 63])),
     ("choice(gbdt, dart)", CategoricalDistribution(["gbdt", "dart"])),
@@ -33,7 +35,7 @@ GOOD = [
 BAD = [
     ("int(interval(300, 255))", "low 300 > high 255"),
     ("interval(1.0, 0.5)", "low 1.0 > high 0.5"),
-    ("range(10, 5)", "low 10 >= high 5"),
+    ("range(10, 5)", "low 10 > high 5"),
     ("range(1, 10, -1)", "step must be positive"),
     ("choice()", "empty choice"),
     ("tag(log, interval(0, 1))", "needs low > 0"),
@@ -115,7 +117,7 @@ def test_sampled_values_round_trip_through_hydras_parser(value):
 
 def test_grid_space_from_discrete_params_only():
     space = parse_space({"a": "choice(x, y)", "b": "range(1, 4)", "c": "range(0.1, 0.3, 0.1)"})
-    assert grid_space(space) == {"a": ["x", "y"], "b": [1, 2, 3], "c": [0.1, 0.2]}
+    assert grid_space(space) == {"a": ["x", "y"], "b": [1, 2, 3, 4], "c": [0.1, 0.2, 0.3]}
     with pytest.raises(ConfigError, match=r"hydra.sweeper.params.d: the grid sampler needs choice"):
         grid_space(parse_space({"d": "interval(0, 1)"}))
 

@@ -13,6 +13,8 @@ from typing import Any, Callable, Dict, Optional
 
 from optuna.trial import TrialState
 
+from runner.errors import ConfigError
+
 from ._liveness import is_mine, owner_info, stale_reason
 from ._state import Sweep
 from ._trial import Outcome
@@ -28,14 +30,19 @@ class Budget:
         stop: threading.Event,
         heartbeat_timeout: float,
         max_failures: int,
+        max_failure_rate: Optional[float] = None,
         timeout: Optional[float] = None,
         on_tell: Optional[Callable[[Budget, int, Outcome], None]] = None,
+        extend: Optional[Callable[[Any], None]] = None,
     ):
         self.sweep = sweep
         self.study = sweep.study
         self.stop = stop
         self.heartbeat_timeout = heartbeat_timeout
         self.max_failures = max_failures
+        self.max_failure_rate = max_failure_rate
+        self.extend = extend  # hydra.sweeper.custom_search_space, called on each new trial
+        self.session_told = 0  # trials of this invocation told, whatever their state
         self.timeout = timeout
         self.on_tell = on_tell  # after each tell (the progress line)
         self._ask_lock = threading.Lock()
@@ -99,6 +106,16 @@ class Budget:
                 self.study.tell(trial, state=TrialState.FAIL)
                 return False
             self.mine[trial.number] = trial._trial_id
+            if self.extend is not None:
+                try:
+                    self.extend(trial)
+                except ConfigError as exc:  # the user's hook failed: this trial fails, the sweep stops
+                    self.mine.pop(trial.number, None)
+                    trial.set_user_attr("error", str(exc)[:1000])
+                    self._tell(trial, state=TrialState.FAIL)
+                    self.fatal = self.fatal or str(exc)
+                    self.stop.set()
+                    return False
             return trial
 
     def tell(self, trial, outcome: Outcome) -> None:
@@ -107,19 +124,20 @@ class Budget:
             if outcome.feature_queries:  # summed over the study's trials for the parent run
                 trial.set_user_attr("feature_queries", outcome.feature_queries)
             if outcome.state == "COMPLETE":
-                self.study.tell(trial, outcome.values)
+                self._tell(trial, values=outcome.values)
             elif outcome.state == "PRUNED":
-                self.study.tell(trial, state=TrialState.PRUNED)
+                self._tell(trial, state=TrialState.PRUNED)
             else:
                 if outcome.error:
                     trial.set_user_attr("error", outcome.error[:1000])
                 if outcome.error and outcome.error.startswith("SweepStopped"):
                     trial.set_user_attr("interrupted", True)
-                self.study.tell(trial, state=TrialState.FAIL)
+                self._tell(trial, state=TrialState.FAIL)
         finally:
             self.mine.pop(trial.number, None)
         with self._done:
             self.session_done += outcome.state in ("COMPLETE", "PRUNED")
+            self.session_told += 1
             self.feature_queries += outcome.feature_queries
             if outcome.state == "FAIL" and not (outcome.error or "").startswith("SweepStopped"):
                 self.failures += 1
@@ -132,9 +150,25 @@ class Budget:
                         f"{self.max_failures}); last: {outcome.error}"
                     )
                     self.stop.set()
+                rate = self.max_failure_rate
+                if rate is not None and self.failures > rate * self.session_told and not self.stop.is_set():
+                    self.stop_reason = (
+                        f"{self.failures} of {self.session_told} trials failed (hydra.sweeper.max_failure_rate="
+                        f"{rate:g}); last: {outcome.error}"
+                    )
+                    self.stop.set()
             self._done.notify_all()
         if self.on_tell is not None:
             self.on_tell(self, trial.number, outcome)
+
+    def _tell(self, trial, **kwargs: Any) -> None:
+        """study.tell, minus the GridSampler's Study.stop() when its grid is done: that call
+        is only allowed inside study.optimize, and the trial is told (saved) before it."""
+        try:
+            self.study.tell(trial, **kwargs)
+        except RuntimeError as exc:
+            if "Study.stop" not in str(exc):
+                raise
 
     def wait(self, seconds: float) -> None:
         """Wait until a trial of this process is told (or `seconds` pass)."""

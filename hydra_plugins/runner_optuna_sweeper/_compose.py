@@ -67,8 +67,7 @@ class Composer:
         self.fixed_args = fixed_args
         self.space = space
         self.base = base
-        choices = OmegaConf.select(self.config, "hydra.runtime.choices", default={}) or {}
-        self.slow_keys = [k for k in space.distributions if k in choices or "/" in k or k[:1] in "+~"]
+        self.slow_keys = [k for k in space.distributions if self.needs_compose(k)]
         self.check_bounds()
         return base
 
@@ -76,11 +75,16 @@ class Composer:
         """A trial's Hydra overrides: the fixed ones, then its sampled values."""
         return self.fixed_args + self.space.overrides(values)
 
+    def needs_compose(self, key: str) -> bool:
+        """A key only Hydra's composition can set: a config group, or an added (+) key."""
+        choices = OmegaConf.select(self.config, "hydra.runtime.choices", default={}) or {}
+        return key in choices or "/" in key or key[:1] in "+~"
+
     def trial_config(self, values: Dict[str, Any]) -> DictConfig:
-        """The task config of a trial: Hydra composition when a config group is searched,
-        else the sampled values set on a copy of the composed base config (what Hydra's
-        key=value override does, without recomposing every file: ~1 s -> ~1 ms)."""
-        if self.slow_keys:
+        """The task config of a trial: Hydra composition when a config group or an added key
+        is searched, else the sampled values set on a copy of the composed base config (what
+        Hydra's key=value override does, without recomposing every file: ~1 s -> ~1 ms)."""
+        if self.slow_keys or any(self.needs_compose(k) for k in values):
             return self.compose(self.trial_overrides(values))
         cfg = copy.deepcopy(self.base)
         for key, value in values.items():
@@ -90,32 +94,26 @@ class Composer:
     def config_of(self, trial) -> DictConfig:
         """The config a finished trial ran with (from its recorded overrides when the
         search space has changed since)."""
-        if set(trial.params) == set(self.space.distributions):
+        if set(trial.params) == set(self.space.distributions) or not trial.user_attrs.get("overrides"):
             return self.trial_config(trial.params)
         return self.compose(trial.user_attrs.get("overrides") or [])
 
     def check_bounds(self) -> None:
-        """Build the config once with every low and once with every high bound, so a bound
-        that does not fit the schema (a float for an int setting...) fails before any trial."""
+        """Build the config with each param's low and high bound, one param at a time, so a
+        bound that does not fit the schema (a float for an int setting...) fails before any
+        trial and the message names that param."""
         from optuna.distributions import CategoricalDistribution
 
         space = self.space
-        for side in ("low", "high"):
-            values = {
-                k: getattr(d, side)
-                for k, d in space.distributions.items()
-                if not isinstance(d, CategoricalDistribution)
-            }
-            if not values:
+        for key, dist in space.distributions.items():
+            if isinstance(dist, CategoricalDistribution):
                 continue
-            try:
-                self.trial_config(values)
-            except Exception as exc:
-                text = first_line(exc)
-                culprit = next((k for k in values if k in text or k.rsplit(".", 1)[-1] in text), None) or next(
-                    iter(values)
-                )
-                raise ConfigError(
-                    f"{space.origin.get(culprit, culprit)}: {side} bound {values[culprit]!r} "
-                    f"does not fit the config: {text}"
-                ) from None
+            for side in ("low", "high"):
+                value = getattr(dist, side)
+                try:
+                    self.trial_config({key: value})
+                except Exception as exc:
+                    raise ConfigError(
+                        f"{space.origin.get(key, key)}: {side} bound {value!r} does not fit the config: "
+                        f"{first_line(exc)}"
+                    ) from None

@@ -40,12 +40,13 @@ from runner.console import exit_with
 from runner.errors import ConfigError, RunnerError
 from runner.secrets import redact_url, scrub
 
-from . import _display, _recovery, _settings
+from . import _custom, _display, _recovery, _results, _settings
 from ._budget import Budget
 from ._compose import Composer, split_arguments
 from ._launcher import launched_trial, run_batches
 from ._loop import run_threads
 from ._objective import objective
+from ._resume import reconcile
 from ._samplers import build
 from ._search_space import describe, parse_space
 from ._state import Sweep
@@ -124,6 +125,9 @@ class RunnerOptunaSweeperImpl:
         _settings.check(settings)
         n_jobs, n_trials = settings.n_jobs, settings.n_trials
         base = composer.set_base(fixed_args, space, n_jobs, self.in_process)
+        hook = _custom.load(settings.custom_search_space)
+        if hook is not None:
+            _custom.dry_run(hook, str(settings.custom_search_space), self.config, space, base)
 
         # 2. objective
         metrics, directions = objective(settings.metric, settings.direction, base)
@@ -142,6 +146,8 @@ class RunnerOptunaSweeperImpl:
         url = storage_url(settings.storage, study_name)
         shown_storage = redact_url(url)
         study = open_study(url, study_name, sampler, pruner, directions)
+        for note in reconcile(study, space, shown_storage):  # a space changed since the study began
+            _display.say(f"runner: study {study_name!r}: {note}")
         limit = n_trials
         if sampler_desc["name"] == "GridSampler":
             size = math.prod(len(v) for v in sampler.__dict__.get("_search_space", {}).values()) or n_trials
@@ -152,8 +158,10 @@ class RunnerOptunaSweeperImpl:
             stop=self.stop,
             heartbeat_timeout=settings.heartbeat_timeout,
             max_failures=settings.max_failures,
+            max_failure_rate=settings.max_failure_rate,
             timeout=settings.timeout,
             on_tell=functools.partial(_display.show_progress, sweep) if settings.progress else None,
+            extend=_custom.extend(hook, str(settings.custom_search_space), self.config) if hook else None,
         )
         model_dir = (Path.cwd() / ".runner" / "models" / safe_name(study_name)).resolve()
 
@@ -234,6 +242,7 @@ class RunnerOptunaSweeperImpl:
                     registered_model=settings.registered_model,
                     loop_seconds=loop_seconds,
                 )
+            _results.write(str(self.config.hydra.sweep.dir), study, directions)
             parent_status = "FINISHED"
             return summary
         except KeyboardInterrupt:

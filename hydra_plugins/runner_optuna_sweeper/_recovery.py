@@ -19,7 +19,7 @@ from runner.testhooks import barrier
 from ._budget import Budget
 from ._display import say
 from ._liveness import stale_reason
-from ._search_space import describe
+from ._search_space import describe, mlflow_key
 from ._state import Sweep
 from ._storage import study_lock
 
@@ -72,7 +72,7 @@ def _ensure_parent_locked(
         "storage": tags["optuna.storage"],
         "n_trials_at_start": tags["optuna.n_trials"],
     }
-    params.update({f"space.{k}": v for k, v in describe(sweep.space).items()})
+    params.update({f"space.{mlflow_key(k)}": v for k, v in describe(sweep.space).items()})
     tracker.log(run_id, params=params)
     study.set_user_attr("mlflow_parent_run_id", run_id)
     return run_id, False

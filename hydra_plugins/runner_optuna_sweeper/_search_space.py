@@ -7,9 +7,10 @@ Every problem is a runner.errors.ConfigError naming the param.
 
 Grammar (Hydra's own parser):
   choice(a, b, c) / a,b,c      -> CategoricalDistribution
-  range(start, stop[, step])   -> IntDistribution / FloatDistribution with step,
-                                  stop excluded as in Hydra (range(1, 4) = 1, 2, 3)
-  shuffle(range(...))          -> CategoricalDistribution of its values
+  range(start, stop[, step])   -> IntDistribution / FloatDistribution with step, high =
+                                  stop as in hydra-optuna-sweeper (range(1, 3) = 1, 2, 3;
+                                  Hydra's basic sweeper gives 1, 2); floats exact
+  shuffle(range(...))          -> CategoricalDistribution of Hydra's values (stop excluded)
   interval(low, high)          -> FloatDistribution (high included)
   int(interval(low, high))     -> IntDistribution
   tag(log, interval(...))      -> log scale (low must be > 0)
@@ -18,8 +19,9 @@ Grammar (Hydra's own parser):
 
 from __future__ import annotations
 
-import math
+import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from runner.errors import ConfigError
@@ -144,6 +146,11 @@ def _choice(override, origin: str, log: bool):
 
 
 def _range(override, value, origin: str, log: bool):
+    """range(start, stop[, step]) as hydra-optuna-sweeper reads it: stop is the HIGH bound,
+    included when it lies on the grid (range(1, 3) -> 1, 2, 3; Hydra's basic sweeper stops
+    before it). Float bounds are exact: the high is start + n * step in decimal arithmetic,
+    so range(0.3, 1.0, 0.3) keeps 0.9. shuffle(range(...)) is Hydra's own list of values
+    (stop excluded) as a categorical, as upstream."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     if log:
@@ -153,15 +160,22 @@ def _range(override, value, origin: str, log: bool):
         raise ConfigError(f"{origin}: range step must not be 0")
     if step < 0:
         raise ConfigError(f"{origin}: range step must be positive, got {step}")
-    if start >= stop:
-        raise ConfigError(f"{origin}: low {start} >= high {stop} (range(start, stop) excludes stop)")
-    values = list(override.sweep_iterator())
+    if start > stop:
+        raise ConfigError(f"{origin}: low {start} > high {stop} in range(start, stop)")
     if value.shuffle:
-        return CategoricalDistribution(values)
+        return CategoricalDistribution(list(override.sweep_iterator()))
     if all(isinstance(x, int) and not isinstance(x, bool) for x in (start, stop, step)):
-        return IntDistribution(int(start), int(values[-1]), step=int(step))
-    last = start + step * math.floor((stop - start) / step - 1e-9)
-    return FloatDistribution(float(start), float(last), step=float(step))
+        return IntDistribution(int(start), int(start + (stop - start) // step * step), step=int(step))
+    low, high, _ = exact_grid(start, stop, step)
+    return FloatDistribution(float(low), float(high), step=float(step))
+
+
+def exact_grid(start: Any, stop: Any, step: Any) -> Tuple[Decimal, Decimal, int]:
+    """(low, high, number of values) of start + k * step <= stop, in decimal arithmetic:
+    the values a person reads in range(start, stop, step), without float drift."""
+    low, top, d = Decimal(str(start)), Decimal(str(stop)), Decimal(str(step))
+    n = int((top - low) // d)
+    return low, low + n * d, n + 1
 
 
 def _interval(value, origin: str, log: bool):
@@ -208,14 +222,21 @@ def grid_space(space: SearchSpace) -> Dict[str, List[Any]]:
         elif isinstance(dist, IntDistribution) and not dist.log:
             grid[name] = list(range(dist.low, dist.high + 1, dist.step))
         elif isinstance(dist, FloatDistribution) and dist.step is not None:
-            n = int(round((dist.high - dist.low) / dist.step))
-            grid[name] = [round(dist.low + i * dist.step, 12) for i in range(n + 1)]
+            low, _, size = exact_grid(dist.low, dist.high, dist.step)
+            grid[name] = [float(low + i * Decimal(str(dist.step))) for i in range(size)]
         else:
             raise ConfigError(
                 f"{space.origin.get(name, name)}: the grid sampler needs choice(...) "
                 f"or range(...), got {space.source.get(name, dist)}"
             )
     return grid
+
+
+def mlflow_key(name: str) -> str:
+    """A searched key as an MLflow param/tag name: without Hydra's `+`/`++` prefix (add the
+    key: the same key without it), and any character MLflow refuses in names (such as the
+    `@` of a package override) as `_`."""
+    return re.sub(r"[^\w\-. /:]", "_", name.lstrip("+"))
 
 
 def describe(space: SearchSpace) -> Dict[str, str]:

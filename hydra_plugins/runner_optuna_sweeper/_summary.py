@@ -22,6 +22,7 @@ from runner.testhooks import kill_point
 from ._budget import Budget
 from ._compose import Composer
 from ._display import markdown, text_table
+from ._search_space import mlflow_key
 from ._state import Sweep
 
 log = logging.getLogger("runner.sweep")
@@ -98,7 +99,7 @@ def finish(
                 "best.params": json.dumps(best.params, default=str),
             }
         )
-        tags.update({f"best.param.{k}": v for k, v in best.params.items()})
+        tags.update({f"best.param.{mlflow_key(k)}": v for k, v in best.params.items()})
     if len(sweep.directions) > 1:
         tags["best.pareto_trials"] = ",".join(str(t.number) for t in study.best_trials)
     state_key = {

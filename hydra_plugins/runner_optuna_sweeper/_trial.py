@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from runner.errors import RunnerError, first_line
 
 from ._pruning import PruningCallback, SweepStopped
+from ._search_space import mlflow_key
 
 log = logging.getLogger("runner.sweep")
 
@@ -74,7 +75,7 @@ def final_tags_for(values: Dict[str, Any]) -> Callable[[str, Optional[BaseExcept
     def final_tags(status: str, exc: Optional[BaseException] = None) -> Dict[str, Any]:
         state = {"FINISHED": "COMPLETE", "KILLED": "PRUNED"}.get(status, "FAIL")
         tags: Dict[str, Any] = {"optuna.state": state, "optuna.params": json.dumps(values, default=str)}
-        tags.update({f"optuna.param.{k}": v for k, v in values.items()})
+        tags.update({f"optuna.param.{mlflow_key(k)}": v for k, v in values.items()})
         if status == "KILLED":
             tags["runner.pruned"] = str(exc if exc is not None else "")[:500] or "pruned"
         return tags

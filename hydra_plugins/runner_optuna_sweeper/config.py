@@ -29,6 +29,9 @@ class TPESamplerConfig(SamplerConfig):
     """
 
     _target_: str = "optuna.samplers.TPESampler"
+    consider_prior: Optional[bool] = None
+    consider_magic_clip: Optional[bool] = None
+    warn_independent_sampling: Optional[bool] = None
     n_startup_trials: int = 10
     n_ei_candidates: int = 24
     multivariate: Optional[bool] = None
@@ -87,6 +90,13 @@ class NSGAIISamplerConfig(SamplerConfig):
     mutation_prob: Optional[float] = None
     crossover_prob: float = 0.9
     swapping_prob: float = 0.5
+
+
+@dataclass
+class MOTPESamplerConfig(SamplerConfig):
+    """Removed from Optuna in 4.0 (TPESampler handles several objectives): a clear error."""
+
+    _target_: str = "optuna.samplers.MOTPESampler"
 
 
 @dataclass
@@ -176,6 +186,12 @@ class RunnerOptunaSweeperConf:
     top_k: int = 5
     # Stop after this many failed trials in one invocation (0: never).
     max_failures: int = 5
+    # hydra-optuna-sweeper's setting, accepted as it is: stop once more than this share of
+    # this invocation's trials failed (0.0: at the first failure; null: only max_failures).
+    max_failure_rate: Optional[float] = None
+    # hydra-optuna-sweeper's hook: "module.function" called as fn(cfg, trial) on each trial
+    # to suggest more params (conditional ones); new config keys as "+key".
+    custom_search_space: Optional[str] = None
     # A RUNNING trial whose owner (pid on this host) is gone, or whose heartbeat is older
     # than this many seconds, is stale: failed on resume.
     heartbeat_timeout: float = 600.0
@@ -192,6 +208,7 @@ SAMPLERS = {
     "qmc": QMCSamplerConfig,
     "nsgaii": NSGAIISamplerConfig,
     "grid": GridSamplerConfig,
+    "motpe": MOTPESamplerConfig,
 }
 PRUNERS = {
     "median": MedianPrunerConfig,
@@ -204,9 +221,11 @@ PRUNERS = {
 
 def register() -> None:
     cs = ConfigStore.instance()
-    cs.store(
-        group="hydra/sweeper", name="runner_optuna", node=RunnerOptunaSweeperConf, provider="runner_optuna_sweeper"
-    )
+    # Also under hydra-optuna-sweeper's name, so configs written for it (`override
+    # /hydra/sweeper: optuna`) run on this sweeper: that plugin pins optuna<3 and cannot be
+    # installed beside runner anyway.
+    for name in ("runner_optuna", "optuna"):
+        cs.store(group="hydra/sweeper", name=name, node=RunnerOptunaSweeperConf, provider="runner_optuna_sweeper")
     for name, node in SAMPLERS.items():
         cs.store(group="hydra/sweeper/sampler", name=name, node=node, provider="runner_optuna_sweeper")
     for name, node in PRUNERS.items():

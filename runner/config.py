@@ -110,7 +110,13 @@ class TrackerConfig:
     uri: Optional[str] = None
     dir: str = "mlruns"
     experiment: str = "runner"
+    # Log the model (a pyfunc model taking raw feature rows; runner/tracking/model.py): every
+    # single run's; for a sweep, the best trial's only, on its child run, at the end.
     log_model: bool = True
+    # Register a sweep's best model in the Model Registry; false: only log it.
+    register: bool = True
+    # The registered model's name; null: tracker.experiment, with characters other than letters,
+    # digits, _ . - replaced by - (hydra.sweeper.registered_model overrides it for one sweep).
     registered_model: Optional[str] = None
     request_timeout: int = 30
     # MLflow's own per-request retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES, backoff factor 1).

@@ -162,10 +162,13 @@ def test_artifacts_and_registered_model_on_the_parent(main_sweep, mlflow_server)
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (version,) = client.search_model_versions(f"name='{model}'")
     assert version.run_id == parent.data.tags["best.run_id"]
-    # only the winner uploaded a model
+    # only the winner uploaded a model: an MLflow 3 logged model of its run (issue 12), which the
+    # parent and the registered version name; no trial's run holds model files of its own
     children = split(runs_of(client, experiment))[1]
-    with_model = [c.info.run_id for c in children if client.list_artifacts(c.info.run_id, "model")]
-    assert with_model == [version.run_id]
+    (logged,) = client.search_logged_models([parent.info.experiment_id])
+    assert logged.source_run_id == version.run_id and parent.data.tags["best.model_id"] == logged.model_id
+    assert parent.data.tags["best.model_uri"] == f"models:/{logged.model_id}"
+    assert not [c for c in children if "model" in {a.path for a in client.list_artifacts(c.info.run_id)}]
 
 
 def test_features_pulled_once_and_three_requests_per_trial(main_sweep, mlflow_server):

@@ -119,11 +119,7 @@ def finish(
         study.set_user_attr("runner.summary", state_key)
     else:
         done = study.user_attrs.get("registered_model") or {}
-        registered = (
-            f"{done.get('name')} v{done.get('version')} (already, trial {done.get('trial')})"
-            if best is not None and done.get("trial") == best.number
-            else None
-        )
+        registered = _already(done) if best is not None and done.get("trial") == best.number else None
 
     # the summary on stdout
     took = time.perf_counter() - sweep.started
@@ -202,18 +198,56 @@ def plots(sweep: Sweep, tracker, c: Dict[str, Any]) -> None:
 
 
 def register(sweep: Sweep, tracker, task_cfg, composer: Composer, best, setting: Optional[str]) -> Optional[str]:
-    """Register the best trial's model (hydra.sweeper.registered_model, else
-    tracker.registered_model); its model file saved by the trial, else retrained."""
-    name = setting or task_cfg.tracker.get("registered_model")
-    if not name or best is None:
+    """Log the best trial's model on its child run and register it (by default).
+
+    The model is the single runs' (runner/tracking/model.py: pyfunc on raw rows, LightGBM flavor,
+    signature, input example), from the booster file the trial saved (else retrained), as an
+    MLflow 3 logged model of the trial's run where the store has them. Registered under
+    runner.tracking.model.registered_name: hydra.sweeper.registered_model, else
+    tracker.registered_model, else tracker.experiment; tracker.register=false: not registered;
+    tracker.log_model=false: neither. The study's `registered_model` attribute records what was
+    done for which trial, so a resumed sweep with the same best adds nothing.
+    """
+    from runner.tracking.model import LoggedModelRef, registered_name
+
+    if best is None or not task_cfg.tracker.get("log_model", True):
         return None
     run_id = best.user_attrs.get("mlflow_run_id")
     if not run_id:
         return None
+    name = registered_name(task_cfg.tracker, setting)
     study = sweep.study
     done = study.user_attrs.get("registered_model") or {}
-    if done.get("name") == name and done.get("trial") == best.number:
-        return f"{name} v{done.get('version')} (already, trial {best.number})"
+    same_trial = done.get("trial") == best.number
+    if same_trial and done.get("name") == name and (done.get("model_uri") or name):
+        return _already(done)
+    if same_trial and done.get("model_uri"):  # logged before, registered now (or under a new name)
+        ref = LoggedModelRef(done["model_uri"], done.get("model_id"), done.get("model_location"))
+    else:
+        ref = tracker.log_logged_model(
+            run_id,
+            *_best_model(composer, best),
+            tags={"optuna.study_name": study.study_name, "optuna.trial_number": best.number},
+            params=best.params,
+        )
+    version = tracker.register(name, run_id, ref.source, ref.model_id) if name else None
+    kill_point("register")  # test hook: registered, not yet recorded in the study
+    record = {"name": name, "version": version.version if version else None, "trial": best.number}
+    model = {"model_uri": ref.uri, "model_id": ref.model_id, "model_location": ref.location}
+    study.set_user_attr("registered_model", {**record, **model})
+    tags: Dict[str, Any] = {"best.model_uri": ref.uri}
+    if ref.model_id:
+        tags["best.model_id"] = ref.model_id
+    if version is not None:
+        tags.update({"best.registered_model": name, "best.registered_version": version.version})
+    tracker.log(sweep.parent_run_id, tags=tags)
+    if version is None:
+        return f"no (tracker.register=false); model {ref.uri}"
+    return f"{name} v{version.version} ({ref.uri})"
+
+
+def _best_model(composer: Composer, best):
+    """The best trial's booster (its saved file, else retrained) and its prepared data."""
     import lightgbm as lgb
 
     from runner.job import prepared_data
@@ -227,12 +261,11 @@ def register(sweep: Sweep, tracker, task_cfg, composer: Composer, best, setting:
     else:
         log.warning("trial %d's model file is missing: retraining it", best.number)
         booster = train(prepared, cfg.model).booster
-    model_uri = tracker.log_model(run_id, booster, prepared.parts["valid"][0].head(5))
-    version = tracker.register(name, run_id, model_uri)
-    kill_point("register")  # test hook: registered, not yet recorded in the study
-    study.set_user_attr("registered_model", {"name": name, "version": version.version, "trial": best.number})
-    tracker.log(
-        sweep.parent_run_id,
-        tags={"best.registered_model": name, "best.registered_version": version.version, "best.model_uri": model_uri},
-    )
-    return f"{name} v{version.version} ({model_uri})"
+    return booster, prepared
+
+
+def _already(done: Dict[str, Any]) -> str:
+    """The summary line of a registration done before (this study, same best trial)."""
+    if not done.get("name"):
+        return f"no (tracker.register=false); model {done.get('model_uri')} (already, trial {done.get('trial')})"
+    return f"{done.get('name')} v{done.get('version')} (already, trial {done.get('trial')})"

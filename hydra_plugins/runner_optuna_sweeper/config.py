@@ -180,7 +180,8 @@ class RunnerOptunaSweeperConf:
     params: Optional[Dict[str, str]] = None
     # Boosting rounds between two pruning reports.
     report_every: int = 1
-    # Model Registry name for the best trial's model (null: tracker.registered_model, else none).
+    # Model Registry name for the best trial's model (null: tracker.registered_model, else the
+    # experiment's name; tracker.register=false turns registration off).
     registered_model: Optional[str] = None
     # Rows of the top-trials table and the summary.
     top_k: int = 5

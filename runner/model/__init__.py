@@ -1,7 +1,9 @@
-"""Model: the feature table as LightGBM inputs, and training with scores per objective."""
+"""Model: the feature table as LightGBM inputs (and raw rows as them: rows.py, shared with the
+logged model, pyfunc_code.py), and training with scores per objective."""
 
 from .metrics import OBJECTIVES, headline, score
 from .prepare import Prepared, encode_features, encode_label, prepare
+from .rows import decode_frame, encode_frame, kind_of
 from .train import BINNING_PARAMS, TrainResult, datasets, lgb_params, train
 
 __all__ = [
@@ -10,9 +12,12 @@ __all__ = [
     "Prepared",
     "TrainResult",
     "datasets",
+    "decode_frame",
+    "encode_frame",
     "encode_features",
     "encode_label",
     "headline",
+    "kind_of",
     "lgb_params",
     "prepare",
     "score",

@@ -12,6 +12,7 @@ from ..data.definition import find_column
 from ..data.split import split_labels
 from ..errors import ConfigError, DataError
 from .metrics import OBJECTIVES
+from .rows import category_values, encode_column, kind_of
 
 
 @dataclass
@@ -22,6 +23,8 @@ class Prepared:
     parts: Dict[str, Any]  # split name -> (X DataFrame, y ndarray, keys)
     classes: Optional[List[Any]] = None
     categories: Dict[str, List[str]] = field(default_factory=dict)
+    # feature -> kind of the raw column (runner/model/rows.py): what a logged model takes.
+    kinds: Dict[str, str] = field(default_factory=dict)
     datasets: Dict[Any, Any] = field(default_factory=dict)
     owner: Optional[int] = None  # the thread that may use `datasets` (runner/job/memo.py)
 
@@ -52,6 +55,7 @@ def prepare(table, data_cfg, objective: str) -> Prepared:
         del frame[col]
     y, classes = encode_label(label, objective, data_cfg.label)
     X = frame
+    kinds = {col: kind_of(X[col]) for col in X.columns}
     categories = encode_features(X)
     if X.shape[1] == 0:
         raise DataError("the feature result has no feature columns besides data.entity_key and data.label")
@@ -65,7 +69,7 @@ def prepare(table, data_cfg, objective: str) -> Prepared:
                 f"the {name} split is empty ({len(X)} rows): add rows or change data.split.valid / data.split.test"
             )
         parts[name] = (X[mask].reset_index(drop=True), y[mask], keys[mask])
-    return Prepared(objective, list(X.columns), list(categories), parts, classes, categories)
+    return Prepared(objective, list(X.columns), list(categories), parts, classes, categories, kinds)
 
 
 def encode_label(label, objective: str, name: str) -> Tuple[np.ndarray, Optional[List[Any]]]:
@@ -103,27 +107,25 @@ def encode_label(label, objective: str, name: str) -> Tuple[np.ndarray, Optional
 def encode_features(X) -> Dict[str, List[str]]:
     """Turn every feature column of frame X into float64, in place; return the categories.
 
-    Text columns become integer codes over their sorted values (nulls stay missing), so the
-    logged model's signature is numeric; the code -> value map is returned (and logged).
-    Booleans become 0/1; dates are refused (turn them into numbers in the definition).
+    Text columns become integer codes over their sorted values (nulls stay missing); the
+    code -> value map is returned (logged, and carried by the logged model, which encodes raw
+    rows with the same rule: runner/model/rows.py). Booleans become 0/1; dates are refused
+    (turn them into numbers in the definition).
     """
     import pandas as pd
 
     categories: Dict[str, List[str]] = {}
     for col in X.columns:
         dtype = X[col].dtype
-        if pd.api.types.is_bool_dtype(dtype):
-            X[col] = X[col].astype(float)
-        elif not pd.api.types.is_numeric_dtype(dtype):
+        kind = kind_of(X[col])
+        if kind == "category":
             if pd.api.types.is_datetime64_any_dtype(dtype) or isinstance(X[col].iloc[0], (pd.Timestamp,)):
                 raise DataError(
                     f"feature column {col!r} is a date/time: turn it into a number in the "
                     "feature definition (e.g. days since) or list it in data.drop"
                 )
-            values = sorted(X[col].dropna().astype(str).unique())
-            codes = pd.Categorical(X[col].astype(str).where(X[col].notna()), categories=values).codes
-            X[col] = np.where(codes < 0, np.nan, codes).astype(float)
-            categories[col] = values
+            categories[col] = category_values(X[col])
+            X[col] = encode_column(X[col], kind, categories[col], col)
         elif dtype != np.float64:
-            X[col] = X[col].astype(float)
+            X[col] = encode_column(X[col], kind, None, col)
     return categories

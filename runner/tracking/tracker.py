@@ -8,6 +8,7 @@ retry (runner/tracking/outage.py) and fails as one TrackingError naming the sett
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import uuid
@@ -18,10 +19,13 @@ from ..errors import TrackingError
 from ..secrets import redact_url, scrub
 from .dataset import dataset_input
 from .hints import failure
+from .model import LoggedModelRef
 from .outage import GATEWAY, UNREACHABLE, Outage
 from .sagemaker import prepare_sagemaker, quiet_plugin_noise
 from .uri import tracking_uri
 from .values import fit, tag_limit
+
+log = logging.getLogger(__name__)
 
 
 class Tracker:
@@ -30,6 +34,8 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(cfg.request_timeout))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        # No "Downloading artifacts" bars while a model is saved (MLflow loads it to check the example).
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self.cfg = cfg
         self.uri = tracking_uri(cfg)
         self.display_uri = redact_url(self.uri)
@@ -184,22 +190,14 @@ class Tracker:
             parent = str(Path(path).parent)
             self.log_artifact(run_id, str(local), None if parent == "." else parent)
 
-    def log_model(self, run_id: str, booster, example) -> str:
-        """Log with MLflow's LightGBM flavor (signature + input example); return the model URI."""
-        import lightgbm
-        import mlflow.lightgbm
-        from mlflow.models import infer_signature
+    def log_model(self, run_id: str, booster, prepared) -> str:
+        """Log the model as the run's artifacts `model/` (runner/tracking/model.py: a pyfunc model
+        taking raw rows, plus the LightGBM flavor); return its URI, runs:/<run_id>/model."""
+        from .model import save_model
 
-        signature = infer_signature(example, booster.predict(example))
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp, "model")
-            mlflow.lightgbm.save_model(
-                booster,
-                str(path),
-                signature=signature,
-                input_example=example,
-                pip_requirements=[f"lightgbm=={lightgbm.__version__}", f"mlflow=={mlflow.__version__}"],
-            )
+            save_model(path, booster, prepared, run_id=run_id)
             repo = self._artifact_repo(run_id)
             if repo is None:
                 self._call("upload the model", self.client.log_artifacts, run_id, str(path), "model", artifacts=True)
@@ -207,23 +205,109 @@ class Tracker:
                 self._call("upload the model", repo.log_artifacts, str(path), "model", artifacts=True)
         return f"runs:/{run_id}/model"
 
-    def log_dataset(self, run_id: str, frame, features, targets: str, context: str = "training") -> None:
-        self._call(
-            "log the dataset", self.client.log_inputs, run_id, [dataset_input(frame, features, targets, context)]
+    def log_logged_model(
+        self,
+        run_id: str,
+        booster,
+        prepared,
+        tags: Optional[Dict[str, Any]] = None,
+        params: Optional[Dict[str, Any]] = None,
+    ) -> LoggedModelRef:
+        """The same model as an MLflow 3 logged model `model` of the run (models:/<model_id>; the
+        run's outputs link to it; runs:/<run_id>/model still resolves). Idempotent per run: a READY
+        one of the run is reused. A server without logged models (MLflow 2) gets the run artifacts
+        of log_model instead, with no model id, and one warning line per process."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        from .hints import missing_api, skipped, unsupported
+        from .model import save_model
+
+        feature = "MLflow 3 logged models"
+        if skipped(self.uri, feature):
+            return LoggedModelRef(self.log_model(run_id, booster, prepared))
+        experiment = self.experiment_id()
+        what = "find the run's logged model"
+        query = f"source_run_id = '{run_id}' AND name = 'model'"
+        try:
+            found = self.outage.call(what, self.client.search_logged_models, [experiment], query, max_results=50)
+        except Exception as exc:
+            if not missing_api(exc):
+                raise failure(self.cfg.kind, self.display_uri, what, exc) from None
+            unsupported(self.client, self.uri, feature, "the model is logged as the run's artifacts (no model id)")
+            return LoggedModelRef(self.log_model(run_id, booster, prepared))
+        ready = [m for m in found if m.status == LoggedModelStatus.READY]
+        if ready:
+            return LoggedModelRef(f"models:/{ready[0].model_id}", ready[0].model_id, ready[0].artifact_location)
+        model = self._call(
+            "create the logged model",
+            self.client.create_logged_model,
+            experiment,
+            name="model",
+            source_run_id=run_id,
+            tags={k: str(v) for k, v in (tags or {}).items()},
+            params={k: str(v) for k, v in (params or {}).items()},
+            model_type="lightgbm",
         )
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp, "model")
+            save_model(path, booster, prepared, run_id=run_id, model_id=model.model_id)
+            repo = get_artifact_repository(model.artifact_location, tracking_uri=self.uri)
+            self._call("upload the model", repo.log_artifacts, str(path), artifacts=True)
+        self._call(
+            "finalize the logged model", self.client.finalize_logged_model, model.model_id, LoggedModelStatus.READY
+        )
+        self._call(
+            "link the logged model to its run",
+            self.client.log_outputs,
+            run_id,
+            [LoggedModelOutput(model.model_id, step=0)],
+        )
+        return LoggedModelRef(f"models:/{model.model_id}", model.model_id, model.artifact_location)
+
+    def log_dataset(self, run_id: str, frame, features, targets: str, context: str = "training") -> None:
+        """The features as the run's dataset input; a server without dataset inputs (MLflow
+        before 2.4: no runs/log-inputs) gets one warning line per process and the run goes on."""
+        from .hints import missing_api, skipped, unsupported
+
+        feature = "dataset inputs"
+        if skipped(self.uri, feature):
+            return
+        inputs = [dataset_input(frame, features, targets, context)]
+
+        def log_inputs() -> None:
+            try:
+                self.client.log_inputs(run_id, inputs)
+            except Exception as exc:
+                if not missing_api(exc):
+                    raise
+                unsupported(self.client, self.uri, feature, "the run's dataset is not recorded")
+
+        self._call("log the dataset", log_inputs)
 
     # registry ------------------------------------------------------------------
 
-    def register(self, name: str, run_id: str, model_uri: str):
-        """A version of registered model `name` for the run's model; idempotent per run."""
+    def register(self, name: str, run_id: str, model_uri: str, model_id: Optional[str] = None):
+        """A version of registered model `name` for the run's model at `model_uri` (a logged
+        model's id links the version to it); idempotent per run. A registry that cannot search
+        versions by run (no such API, or the filter refused) gets one warning line per process
+        and the version is registered without that check."""
+        from .hints import error_code, missing_api, skipped, unsupported
+
+        feature = "searching model versions by run"
 
         def versions():
+            if skipped(self.uri, feature):
+                return []
             try:
                 return self.client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
             except Exception as exc:
-                if UNREACHABLE.search(str(exc)) or GATEWAY.search(str(exc)):
+                if not (missing_api(exc) or error_code(exc) == "INVALID_PARAMETER_VALUE"):
                     raise
-                return []  # a registry without run_id search: register as before
+                unsupported(
+                    self.client, self.uri, feature, "the version is registered without checking for one of this run"
+                )
+                return []
 
         what = f"register model {name!r}"
         # Idempotent: a sweep killed after registering (before recording it) registers once.
@@ -240,7 +324,7 @@ class Tracker:
                 self.client.create_registered_model(name)
 
         self._call(what, ensure_model)
-        return self._call(what, self.client.create_model_version, name, model_uri, run_id=run_id)
+        return self._call(what, self.client.create_model_version, name, model_uri, run_id=run_id, model_id=model_id)
 
     def ui_command(self) -> str:
         if self.cfg.kind == "local":

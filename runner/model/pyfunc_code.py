@@ -1,0 +1,44 @@
+"""The logged model's code (MLflow "models from code"): MLflow copies this file into the model
+and runs it when the model is loaded; runner itself never imports it.
+
+The model takes raw feature rows as the warehouse returns them (text for categorical columns,
+in any column order, extra columns such as the entity key or label ignored) and returns the
+booster's predictions. It loads, from the model's own folder:
+
+- artifacts/booster.lgb: the LightGBM booster (trees up to the best iteration);
+- artifacts/encoding.json: features in the booster's order, each column's kind, the categories;
+- artifacts/rows.py: the encoding rule (a copy of runner/model/rows.py, loaded from this
+  model's own folder), so scoring needs mlflow, lightgbm, pandas and numpy, not runner.
+"""
+
+import importlib.util
+import json
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+class RunnerModel(PythonModel):
+    """A LightGBM booster and the raw-row encoding it was trained with."""
+
+    def load_context(self, context):
+        import lightgbm
+
+        self.booster = lightgbm.Booster(model_file=context.artifacts["booster"])
+        with open(context.artifacts["encoding"], encoding="utf-8") as f:
+            self.spec = json.load(f)
+        # This model's own copy of the rule, under a name of its own: models loaded side by side
+        # in one process (with their own training-time copies) do not share it.
+        spec = importlib.util.spec_from_file_location(f"runner_model_rows_{id(self):x}", context.artifacts["rows"])
+        self.rows = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(self.rows)
+
+    # The pd.DataFrame hint: MLflow checks the input against the signature (not the hint).
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        if not isinstance(model_input, pd.DataFrame):
+            model_input = pd.DataFrame(model_input)
+        return self.booster.predict(self.rows.encode_frame(model_input, self.spec))
+
+
+mlflow.models.set_model(RunnerModel())

@@ -27,9 +27,9 @@ class ParentRunCallback(Callback):
     on_multirun_start creates the parent run and exports RUNNER_PARENT_RUN_ID, which
     each job (runner/app.py, in this process or a launcher's worker processes that
     inherit the environment) uses as its parent; on_multirun_end ends it FINISHED. If
-    the multirun dies first (a job raised, Ctrl-C, exit code 2), the parent is ended
-    FAILED at exit. Does nothing for the runner_optuna sweeper, which manages its own
-    parent run per study.
+    the multirun dies first (a job raised, exit code 2), the parent is ended FAILED at exit,
+    KILLED after Ctrl-C or SIGTERM (runner/interrupts.py). Does nothing for the runner_optuna
+    sweeper, which manages its own parent run per study.
     """
 
     def __init__(self) -> None:
@@ -69,7 +69,7 @@ class ParentRunCallback(Callback):
         except RunnerError as exc:
             exit_with(exc)  # one line and exit 2, as a single run does
         os.environ[PARENT_ENV] = self.run_id
-        atexit.register(self._end, "FAILED")
+        atexit.register(self._end_at_exit)
         print(f"runner: multirun parent run {self.run_id} in {self.tracker.display_uri}", flush=True)
 
     def __getstate__(self) -> dict:
@@ -90,6 +90,12 @@ class ParentRunCallback(Callback):
             return
         folder = Path(str(config.hydra.runtime.output_dir), str(subdir))
         _redact_files([folder / name for name in ("config.yaml", "hydra.yaml", "overrides.yaml")])
+
+    def _end_at_exit(self) -> None:
+        """The multirun did not reach on_multirun_end: stopped by the user, or failed."""
+        from .interrupts import INTERRUPTS
+
+        self._end("KILLED" if INTERRUPTS.received is not None else "FAILED")
 
     def _end(self, status: str) -> None:
         if not self.run_id:

@@ -20,12 +20,37 @@ def main() -> None:
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     from .app import main as app_main
+    from .interrupts import INTERRUPTS
 
+    INTERRUPTS.install()
     try:
         app_main()
     except SystemExit as exc:
         _exit(exc.code)
+    except KeyboardInterrupt as exc:
+        _exit(_interrupted(exc))
     _exit(0)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    """One line saying what was kept and how to go on; the exit code 128 + the signal."""
+    import shlex
+
+    from .interrupts import INTERRUPTS, as_interrupted
+
+    stop = as_interrupted(exc)
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        import traceback
+
+        traceback.print_exception(exc)
+    again = shlex.join(["python", "-m", "runner", *sys.argv[1:]])
+    kept = INTERRUPTS.kept or "nothing was recorded yet"
+    print(
+        f"runner: interrupted by {stop.name}: {kept}; to go on, run the same command again: {again}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return stop.exit_code
 
 
 def _exit(code) -> None:

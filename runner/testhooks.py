@@ -2,9 +2,11 @@
 
 - RUNNER_TEST_KILL_AT=<point>[:<n>]: the process SIGKILLs itself the n-th time (default
   1st) it reaches kill_point(<point>). Points: feature_pull (cache temp file written, not
-  renamed), trial (logged, run not ended), between_trials, summary, register.
+  renamed), trial (logged, run not ended), between_trials, parent (the sweep's parent run
+  created, not yet recorded in the study), summary, register.
 - RUNNER_TEST_BARRIER=<point>:<dir>:<n>: barrier(<point>) waits until n processes have
-  reached it (at most 120 s), so tests can make workers race on purpose.
+  reached it (at most 120 s), so tests can make workers race on purpose, or hold a process
+  at a point while they change the world around it. Points: parent, summary.
 """
 
 from __future__ import annotations

@@ -120,6 +120,10 @@ class Budget:
 
     def tell(self, trial, outcome: Outcome) -> None:
         """Record a trial's outcome in the study, update this invocation's counts, maybe stop."""
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        if trial.number not in self.mine:
+            return  # already ended by an interrupt (the sweep did not wait for this thread)
         try:
             if outcome.feature_queries:  # summed over the study's trials for the parent run
                 trial.set_user_attr("feature_queries", outcome.feature_queries)
@@ -133,6 +137,8 @@ class Budget:
                 if outcome.error and outcome.error.startswith("SweepStopped"):
                     trial.set_user_attr("interrupted", True)
                 self._tell(trial, state=TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            return  # ended by an interrupt meanwhile
         finally:
             self.mine.pop(trial.number, None)
         with self._done:

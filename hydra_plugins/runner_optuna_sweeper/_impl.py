@@ -38,7 +38,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.console import exit_with
 from runner.errors import ConfigError, RunnerError
+from runner.interrupts import INTERRUPTS
 from runner.secrets import redact_url, scrub
+from runner.testhooks import barrier
 
 from . import _custom, _display, _recovery, _results, _settings
 from ._budget import Budget
@@ -86,15 +88,19 @@ class RunnerOptunaSweeperImpl:
             )
 
     def sweep(self, arguments: List[str]) -> Any:
+        interrupted = False
         try:
             return self._sweep(arguments)
         except RunnerError as exc:
             exit_with(exc)
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
         finally:
             # No warehouse or cache write cut off at exit, unless the sweep failed before its
-            # trials (then the error comes at once; a cut-off cache write leaves only a temp
-            # file, which the next writer of that entry removes).
-            if self._prefetch is not None and self._trials_started:
+            # trials or was interrupted (then it stops at once; a cut-off cache write leaves
+            # no entry).
+            if self._prefetch is not None and self._trials_started and not interrupted:
                 self._prefetch.join()
 
     # the sweep ---------------------------------------------------------------
@@ -189,6 +195,7 @@ class RunnerOptunaSweeperImpl:
         parent_status: Optional[str] = "FAILED"
         try:
             _recovery.fail_stale(sweep, tracker, settings.heartbeat_timeout)
+            _recovery.give_runs(sweep, tracker, task_cfg)
             before = budget.counts()
             _display.say(
                 f"runner: study {study_name!r} ({'resumed' if resumed or before['finished'] else 'new'}, "
@@ -231,6 +238,7 @@ class RunnerOptunaSweeperImpl:
                 return summary_of(sweep, None)
 
             # 6. summary
+            barrier("summary")  # test hook: the trials are done, the summary is next
             with study_lock(url, study_name):  # one summary/registration at a time
                 summary = finish(
                     sweep,
@@ -247,6 +255,15 @@ class RunnerOptunaSweeperImpl:
             return summary
         except KeyboardInterrupt:
             parent_status = "KILLED"
+            self.stop.set()
+            c = budget.counts()
+            others = budget.others_running()
+            INTERRUPTS.keep(
+                f"study {study_name!r} keeps {c['finished']}/{limit} finished trials (interrupted "
+                f"ones are not counted), parent run {sweep.parent_run_id} "
+                + ("left RUNNING for the other workers" if others else "ended KILLED"),
+                outer=True,
+            )
             raise
         finally:
             self.stop.set()

@@ -6,13 +6,20 @@ from __future__ import annotations
 import threading
 import time
 
-from runner.errors import first_line
+from optuna.trial import TrialState
+
+from runner.errors import RunnerError, first_line
+from runner.interrupts import as_interrupted
 from runner.secrets import scrub
 from runner.testhooks import kill_point
 
 from ._budget import Budget
 from ._compose import Composer
 from ._trial import Outcome, TrialContext, execute_trial
+
+# Seconds an interrupted sweep waits for its running trials to stop (a LightGBM round, a
+# feature pull in progress) before it ends them itself.
+STOP_WAIT = 10.0
 
 
 def run_trial(trial, composer: Composer, ctx: TrialContext, tracker) -> Outcome:
@@ -52,11 +59,13 @@ def run_threads(
         for t in threads:
             while t.is_alive():
                 t.join(timeout=0.5)
-    except KeyboardInterrupt:
-        budget.stop.set()
-        budget.stop_reason = "interrupted"
+    except KeyboardInterrupt as exc:
+        budget.stop.set()  # running trials stop at their next boosting round
+        budget.stop_reason = f"interrupted by {as_interrupted(exc).name}"
+        deadline = time.monotonic() + STOP_WAIT
         for t in threads:
-            t.join(timeout=30)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        end_unfinished(budget, tracker, budget.stop_reason)
         raise
 
 
@@ -75,3 +84,25 @@ def start_heartbeat(budget: Budget, interval: float) -> threading.Thread:
     thread = threading.Thread(target=beat, name="runner-optuna-heartbeat", daemon=True)
     thread.start()
     return thread
+
+
+def end_unfinished(budget: Budget, tracker, reason: str) -> None:
+    """Trials of this process still running after an interrupt (their thread did not stop in
+    time): FAIL in Optuna, marked interrupted, so they are not counted and do not linger as
+    RUNNING; their child runs KILLED."""
+    for number, trial_id in list(budget.mine.items()):
+        trial = next((t for t in budget.study.get_trials(deepcopy=False) if t.number == number), None)
+        try:
+            budget.study._storage.set_trial_user_attr(trial_id, "interrupted", True)
+            budget.study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except Exception:  # told meanwhile by its own thread
+            continue
+        finally:
+            budget.mine.pop(number, None)
+        run_id = trial.user_attrs.get("mlflow_run_id") if trial is not None else None
+        if run_id:
+            try:
+                tracker.log(run_id, tags={"optuna.state": "FAIL", "runner.interrupted": reason})
+                tracker.end(run_id, "KILLED")
+            except RunnerError:
+                pass

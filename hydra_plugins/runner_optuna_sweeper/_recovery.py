@@ -8,13 +8,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from optuna.trial import TrialState
 
 from runner.errors import RunnerError
-from runner.testhooks import barrier
+from runner.testhooks import barrier, kill_point
 
 from ._budget import Budget
 from ._display import say
@@ -24,6 +26,17 @@ from ._state import Sweep
 from ._storage import study_lock
 
 log = logging.getLogger("runner.sweep")
+
+# Study user attribute and parent-run tag that tie the two together before the run id is known.
+PARENT_TOKEN = "runner.parent_token"
+# Study user attribute {trial number: run id} for finished trials that got their run on a
+# resume (Optuna does not let a finished trial's own attributes change).
+TRIAL_RUNS = "runner.trial_runs"
+
+
+def run_id_of(study, trial) -> Optional[str]:
+    """The child run of a trial: its own mlflow_run_id, or the one a resume gave it."""
+    return trial.user_attrs.get("mlflow_run_id") or (study.user_attrs.get(TRIAL_RUNS) or {}).get(str(trial.number))
 
 
 def ensure_parent(sweep: Sweep, tracker, task_cfg, arguments: Sequence[str], tags: Dict[str, Any]) -> Tuple[str, bool]:
@@ -61,8 +74,33 @@ def _ensure_parent_locked(
             tracker.cfg.experiment,
             tracker.display_uri,
         )
-    all_tags = {**base_tags(task_cfg, arguments), **tags, "runner.sweep.status": "RUNNING"}
+    # Idempotent across a kill at any point: the token goes into the study before the run is
+    # created and onto the run, so a rerun finds a parent created but not yet recorded.
+    token = study.user_attrs.get(PARENT_TOKEN)
+    if token:
+        found = tracker.search_runs(f"tags.`{PARENT_TOKEN}` = '{token}'", max_results=1)
+        if found:
+            run_id = found[0].info.run_id
+            _log_parent_params(sweep, tracker, run_id, tags)  # the same values: accepted again
+            study.set_user_attr("mlflow_parent_run_id", run_id)
+            say(
+                f"runner: study {study.study_name!r}: parent run {run_id} was created but not recorded "
+                "(the process was stopped in between): reusing it"
+            )
+            return _ensure_parent_locked(sweep, tracker, task_cfg, arguments, tags)
+    else:
+        token = uuid.uuid4().hex
+        study.set_user_attr(PARENT_TOKEN, token)
+    all_tags = {**base_tags(task_cfg, arguments), **tags, "runner.sweep.status": "RUNNING", PARENT_TOKEN: token}
     run_id = tracker.start_run(study.study_name, all_tags)
+    kill_point("parent")  # test hook: the parent exists, the study does not know it yet
+    _log_parent_params(sweep, tracker, run_id, tags)
+    study.set_user_attr("mlflow_parent_run_id", run_id)
+    return run_id, False
+
+
+def _log_parent_params(sweep: Sweep, tracker, run_id: str, tags: Dict[str, Any]) -> None:
+    study = sweep.study
     params = {
         "study_name": study.study_name,
         "sampler": tags["optuna.sampler"],
@@ -74,8 +112,6 @@ def _ensure_parent_locked(
     }
     params.update({f"space.{mlflow_key(k)}": v for k, v in describe(sweep.space).items()})
     tracker.log(run_id, params=params)
-    study.set_user_attr("mlflow_parent_run_id", run_id)
-    return run_id, False
 
 
 def fail_stale(sweep: Sweep, tracker, heartbeat_timeout: float) -> None:
@@ -123,6 +159,51 @@ def fail_stale(sweep: Sweep, tracker, heartbeat_timeout: float) -> None:
             f"is {t.state.name if t is not None else 'unknown'} in Optuna: marked FAILED"
         )
         _end_child(tracker, run.info.run_id, "its trial is no longer running")
+
+
+def give_runs(sweep: Sweep, tracker, task_cfg) -> None:
+    """Finished trials with no MLflow run (added with study.add_trial, told by other code, or
+    whose run never reached the server): a child run made from what the study recorded, so
+    every trial the budget counts is in MLflow."""
+    from runner.job import base_tags
+
+    study = sweep.study
+    missing = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if not run_id_of(study, t)
+    ]
+    if not missing:
+        return
+    linked = dict(study.user_attrs.get(TRIAL_RUNS) or {})
+    children = tracker.search_runs(f"tags.`mlflow.parentRunId` = '{sweep.parent_run_id}'", max_results=5000)
+    existing = {run.data.tags.get("optuna.trial_number"): run.info.run_id for run in children}
+    for t in missing:
+        run_id = existing.get(str(t.number))
+        if run_id is None:
+            tags = {
+                **base_tags(task_cfg, t.user_attrs.get("overrides") or []),
+                "runner.sweep": "runner_optuna",
+                "optuna.trial_number": t.number,
+                "optuna.study_name": study.study_name,
+                "optuna.state": t.state.name,
+                "optuna.params": json.dumps(t.params, default=str),
+                "runner.resume.filled": "created",
+            }
+            tags.update({f"optuna.param.{mlflow_key(k)}": v for k, v in t.params.items()})
+            run_id = tracker.start_run(f"trial-{t.number}", tags, parent_run_id=sweep.parent_run_id)
+            tracker.log(
+                run_id,
+                params={mlflow_key(k): v for k, v in t.params.items()},
+                metrics={m: v for m, v in zip(sweep.metrics, t.values or [], strict=False)},
+            )
+            tracker.end(run_id, "FINISHED" if t.state == TrialState.COMPLETE else "KILLED")
+        linked[str(t.number)] = run_id
+        say(
+            f"runner: trial {t.number} finished in Optuna ({t.state.name}) without an MLflow run: "
+            f"recorded it as child run {run_id}"
+        )
+    study.set_user_attr(TRIAL_RUNS, linked)
 
 
 def _finish_child(sweep: Sweep, tracker, run, t) -> None:

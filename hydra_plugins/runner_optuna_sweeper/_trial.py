@@ -65,18 +65,22 @@ def _is_pruned(exc: BaseException) -> bool:
 
 
 def pruned_status(exc: BaseException) -> Optional[str]:
-    """JobHooks.status_of: a pruned trial's run ends KILLED (anything else: the job decides)."""
-    return "KILLED" if _is_pruned(exc) else None
+    """JobHooks.status_of: a pruned trial's run ends KILLED, and so does one the sweep stopped
+    (Ctrl-C, SIGTERM, a fatal error elsewhere); anything else: the job decides."""
+    return "KILLED" if _is_pruned(exc) or isinstance(exc, SweepStopped) else None
 
 
 def final_tags_for(values: Dict[str, Any]) -> Callable[[str, Optional[BaseException]], Dict[str, Any]]:
     """JobHooks.final_tags of a trial with sampled `values`: its optuna.* tags for the run's end."""
 
     def final_tags(status: str, exc: Optional[BaseException] = None) -> Dict[str, Any]:
-        state = {"FINISHED": "COMPLETE", "KILLED": "PRUNED"}.get(status, "FAIL")
+        stopped = isinstance(exc, SweepStopped)
+        state = "FAIL" if stopped else {"FINISHED": "COMPLETE", "KILLED": "PRUNED"}.get(status, "FAIL")
         tags: Dict[str, Any] = {"optuna.state": state, "optuna.params": json.dumps(values, default=str)}
         tags.update({f"optuna.param.{mlflow_key(k)}": v for k, v in values.items()})
-        if status == "KILLED":
+        if stopped:
+            tags["runner.interrupted"] = str(exc)[:500]
+        elif status == "KILLED":
             tags["runner.pruned"] = str(exc if exc is not None else "")[:500] or "pruned"
         return tags
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data import FeatureSet, validate
 from ..errors import RunnerError, first_line
+from ..interrupts import INTERRUPTS, as_interrupted
 from ..testhooks import kill_point
 from ..tracking import Tracker, flatten
 from .hooks import JobHooks
@@ -79,7 +80,7 @@ def run_job(
         model_uri = None
         if hooks.log_model if hooks.log_model is not None else cfg.tracker.log_model:
             _log_artifacts(tracker, run_id, cfg, features, prepared, result.booster, hooks.overrides)
-            model_uri = tracker.log_model(run_id, result.booster, prepared.parts["valid"][0].head(5))
+            model_uri = tracker.log_model(run_id, result.booster, prepared)  # takes raw rows
         status = "FINISHED"
         return JobResult(
             run_id,
@@ -103,6 +104,13 @@ def run_job(
                 params=flatten(OmegaConf.to_container(cfg, resolve=True)),
                 tags={**run_tags, **hooks.tags_at_end(owned, exc)},
             )
+        elif isinstance(exc, KeyboardInterrupt):  # Ctrl-C / SIGTERM: the user stopped it
+            status = "KILLED"
+            stop = as_interrupted(exc)
+            _try_log(
+                tracker, run_id, tags={"runner.interrupted": stop.name, **run_tags, **hooks.tags_at_end("KILLED", exc)}
+            )
+            INTERRUPTS.keep(f"run {run_id} ended KILLED")
         else:
             message = first_line(exc) if str(exc) else type(exc).__name__
             _try_log(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from optuna.trial import TrialState
 
@@ -45,8 +45,9 @@ class Budget:
         self.session_told = 0  # trials of this invocation told, whatever their state
         self.timeout = timeout
         self.on_tell = on_tell  # after each tell (the progress line)
-        self._ask_lock = threading.Lock()
+        self.ask_lock = threading.Lock()
         self._done = threading.Condition()
+        self._reaped_at = 0.0
         self.mine: Dict[int, int] = {}  # trial number -> trial id, running in this process
         self.session_done = 0  # COMPLETE + PRUNED trials of this invocation
         self.feature_queries = 0
@@ -93,7 +94,7 @@ class Budget:
         """A new trial; None when the budget is (about to be) spent; False when another
         process took the last slot meanwhile. Serialized in-process."""
         limit = self.sweep.limit
-        with self._ask_lock:
+        with self.ask_lock:
             c = self.counts()
             if c["finished"] + c["running"] + c["waiting"] >= limit:
                 return None
@@ -175,6 +176,30 @@ class Budget:
         except RuntimeError as exc:
             if "Study.stop" not in str(exc):
                 raise
+
+    def reap_stale(self, every: float = 5.0) -> List[Tuple[Any, str]]:
+        """RUNNING trials of other processes whose owner is gone (a worker killed hard): FAIL
+        in Optuna, so the workers still running do not wait for them. At most every `every`
+        seconds; returns (trial, reason) for the caller to end their child runs."""
+        now = time.monotonic()
+        if now - self._reaped_at < every:
+            return []
+        self._reaped_at = now
+        reaped: List[Tuple[Any, str]] = []
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.number in self.mine:
+                continue
+            started = t.datetime_start.timestamp() if t.datetime_start else None
+            reason = stale_reason(t.user_attrs, started, self.heartbeat_timeout)
+            if reason is None:
+                continue
+            try:
+                self.study._storage.set_trial_user_attr(t._trial_id, "stale", reason)
+                self.study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except Exception:  # finished by its owner after all
+                continue
+            reaped.append((t, reason))
+        return reaped
 
     def wait(self, seconds: float) -> None:
         """Wait until a trial of this process is told (or `seconds` pass)."""

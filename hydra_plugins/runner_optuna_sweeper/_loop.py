@@ -20,6 +20,8 @@ from ._trial import Outcome, TrialContext, execute_trial
 # Seconds an interrupted sweep waits for its running trials to stop (a LightGBM round, a
 # feature pull in progress) before it ends them itself.
 STOP_WAIT = 10.0
+# ... and at most this long for a trial being asked (SQLite storages wait up to 60 s for a lock).
+ASK_WAIT = 60.0
 
 
 def run_trial(trial, composer: Composer, ctx: TrialContext, tracker) -> Outcome:
@@ -46,6 +48,7 @@ def run_threads(
             if trial is None:
                 if budget.counts()["finished"] >= budget.sweep.limit:
                     return
+                end_reaped(budget.reap_stale(), tracker)  # a worker killed hard holds none
                 budget.wait(1.0)  # for a running trial (ours or another process's) to end
                 continue
             budget.tell(trial, run_trial(trial, composer, ctx, tracker))
@@ -65,7 +68,14 @@ def run_threads(
         deadline = time.monotonic() + STOP_WAIT
         for t in threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
-        end_unfinished(budget, tracker, budget.stop_reason)
+        # A thread still inside ask() (the storage may be busy with other workers) registers
+        # its trial before this one ends what is left, so no trial is left RUNNING unowned.
+        asking = budget.ask_lock.acquire(timeout=ASK_WAIT)
+        try:
+            end_unfinished(budget, tracker, budget.stop_reason)
+        finally:
+            if asking:
+                budget.ask_lock.release()
         raise
 
 
@@ -104,5 +114,20 @@ def end_unfinished(budget: Budget, tracker, reason: str) -> None:
             try:
                 tracker.log(run_id, tags={"optuna.state": "FAIL", "runner.interrupted": reason})
                 tracker.end(run_id, "KILLED")
+            except RunnerError:
+                pass
+
+
+def end_reaped(reaped, tracker) -> None:
+    """The child runs of trials whose owner died (Budget.reap_stale): FAILED."""
+    from ._display import say
+
+    for trial, reason in reaped:
+        say(f"runner: trial {trial.number} was left RUNNING ({reason}): marked FAIL")
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            try:
+                tracker.log(run_id, tags={"optuna.state": "FAIL", "runner.error": f"stale trial: {reason}"})
+                tracker.end(run_id, "FAILED")
             except RunnerError:
                 pass

@@ -70,6 +70,8 @@ def test_run_uses_the_callers_session_and_leaves_it_open(session, tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.tags["runner.warehouse.feature_queries"] == "1"
     assert run.data.params["data.backend"] == "snowflake"
+    experiment = _client(tmp_path).get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens the runs table
     # Not closed, and its query tag is the caller's again.
     assert session.sql("select count(*) from CUSTOMERS").collect()[0][0] == 2000
     assert session.query_tag == "my notebook"

@@ -28,6 +28,11 @@ from .values import fit, tag_limit
 log = logging.getLogger(__name__)
 
 
+# Experiments runner creates are model-training experiments: MLflow 3's UI opens them on the
+# runs table instead of its GenAI overview (kinds: mlflow/server/js/.../constants.ts).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 class Tracker:
     def __init__(self, cfg):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(cfg.max_retries))
@@ -75,7 +80,11 @@ class Tracker:
                 location = Path(self.cfg.dir, "artifacts").resolve().as_uri() if self.cfg.kind == "local" else None
                 try:
                     self._experiment_id = self.outage.call(
-                        "create the experiment", self.client.create_experiment, name, artifact_location=location
+                        "create the experiment",
+                        self.client.create_experiment,
+                        name,
+                        artifact_location=location,
+                        tags=EXPERIMENT_TAGS,
                     )
                 except Exception as exc:  # created concurrently by another worker?
                     exp = self._call(what, self.client.get_experiment_by_name, name)

@@ -194,7 +194,7 @@ class RunnerOptunaSweeperImpl:
         sweep.parent_run_id, resumed = _recovery.ensure_parent(sweep, tracker, task_cfg, arguments, settings_tags)
         parent_status: Optional[str] = "FAILED"
         try:
-            _recovery.fail_stale(sweep, tracker, settings.heartbeat_timeout)
+            _recovery.fail_stale(sweep, tracker, budget)
             _recovery.give_runs(sweep, tracker, task_cfg)
             before = budget.counts()
             _display.say(

@@ -15,6 +15,7 @@ from runner.testhooks import kill_point
 
 from ._budget import Budget
 from ._compose import Composer
+from ._recovery import end_stale
 from ._trial import Outcome, TrialContext, execute_trial
 
 # Seconds an interrupted sweep waits for its running trials to stop (a LightGBM round, a
@@ -48,7 +49,7 @@ def run_threads(
             if trial is None:
                 if budget.counts()["finished"] >= budget.sweep.limit:
                     return
-                end_reaped(budget.reap_stale(), tracker)  # a worker killed hard holds none
+                end_stale(tracker, budget.reap_stale())  # a worker killed hard holds none
                 budget.wait(1.0)  # for a running trial (ours or another process's) to end
                 continue
             budget.tell(trial, run_trial(trial, composer, ctx, tracker))
@@ -114,20 +115,5 @@ def end_unfinished(budget: Budget, tracker, reason: str) -> None:
             try:
                 tracker.log(run_id, tags={"optuna.state": "FAIL", "runner.interrupted": reason})
                 tracker.end(run_id, "KILLED")
-            except RunnerError:
-                pass
-
-
-def end_reaped(reaped, tracker) -> None:
-    """The child runs of trials whose owner died (Budget.reap_stale): FAILED."""
-    from ._display import say
-
-    for trial, reason in reaped:
-        say(f"runner: trial {trial.number} was left RUNNING ({reason}): marked FAIL")
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id:
-            try:
-                tracker.log(run_id, tags={"optuna.state": "FAIL", "runner.error": f"stale trial: {reason}"})
-                tracker.end(run_id, "FAILED")
             except RunnerError:
                 pass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Set, Tuple
 
 from optuna.trial import TrialState
 
@@ -20,7 +20,6 @@ from runner.testhooks import barrier, kill_point
 
 from ._budget import Budget
 from ._display import say
-from ._liveness import stale_reason
 from ._search_space import describe, mlflow_key
 from ._state import Sweep
 from ._storage import study_lock
@@ -114,26 +113,23 @@ def _log_parent_params(sweep: Sweep, tracker, run_id: str, tags: Dict[str, Any])
     tracker.log(run_id, params=params)
 
 
-def fail_stale(sweep: Sweep, tracker, heartbeat_timeout: float) -> None:
-    """Trials left RUNNING by a dead process: FAIL in Optuna, FAILED in MLflow."""
-    study = sweep.study
-    failed_runs = set()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        started = t.datetime_start.timestamp() if t.datetime_start else None
-        reason = stale_reason(t.user_attrs, started, heartbeat_timeout)
-        if reason is None:
-            continue
-        try:
-            study._storage.set_trial_user_attr(t._trial_id, "stale", reason)
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        except Exception as exc:  # finished concurrently by its owner after all
-            log.debug("trial %d: %s", t.number, exc)
-            continue
+def end_stale(tracker, reaped) -> Set[str]:
+    """Say so for each trial Budget.reap_stale failed, and end its child run FAILED; return
+    those runs' ids."""
+    ended: Set[str] = set()
+    for t, reason in reaped:
         say(f"runner: trial {t.number} was left RUNNING ({reason}): marked FAIL")
         run_id = t.user_attrs.get("mlflow_run_id")
         if run_id:
             _end_child(tracker, run_id, reason)
-            failed_runs.add(run_id)
+            ended.add(run_id)
+    return ended
+
+
+def fail_stale(sweep: Sweep, tracker, budget: Budget) -> None:
+    """Trials left RUNNING by a dead process: FAIL in Optuna, FAILED in MLflow."""
+    study = sweep.study
+    failed_runs = end_stale(tracker, budget.reap_stale(every=0))
     # Child runs created just before a kill, whose id never reached the study. Trial states
     # are read after the run list: other workers sharing the study start and finish trials
     # meanwhile, and only a child whose trial has FAILed (or is unknown) is an orphan.

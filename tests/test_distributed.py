@@ -239,6 +239,9 @@ def test_joblib_launcher_runs_trials_in_worker_processes(tmp_path, mlflow_server
     assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
     assert all(t.state == S.COMPLETE for t in study.trials)
     assert {t.user_attrs["runner.worker"]["pid"] for t in study.trials} == worker_pids
+    # each launcher job knows the parent's base config (python -m runner.rerun; issue 12)
+    (base,) = {c.data.tags["runner.base_config"] for c in children}
+    assert base in {a.path for a in client.list_artifacts(parents[0].info.run_id, "config")}
     print(f"\njoblib: sweeper pid {proc.pid}, trial processes {sorted(worker_pids)}")
 
 

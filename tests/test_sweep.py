@@ -4,7 +4,9 @@ front door) and the Optuna storage the sweep wrote. Real components only."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -171,6 +173,52 @@ def test_artifacts_and_registered_model_on_the_parent(main_sweep, mlflow_server)
     assert not [c for c in children if "model" in {a.path for a in client.list_artifacts(c.info.run_id)}]
 
 
+def test_any_trial_reruns_from_mlflow_alone(main_sweep, mlflow_server, tmp_path):
+    """The best trial and another one, re-created by `python -m runner.rerun` from an empty folder:
+    the parent's base config (one upload per sweep) + the trial's optuna.params tag (issue 12)."""
+    cwd, experiment, *_ = main_sweep
+    client = MlflowClient(mlflow_server.url)
+    (parent,), children = split(runs_of(client, experiment))
+    base = {c.data.tags["runner.base_config"] for c in children}
+    assert len(base) == 1 and base <= {a.path for a in client.list_artifacts(parent.info.run_id, "config")}
+    assert not [c for c in children if client.list_artifacts(c.info.run_id, "config")]  # no upload per trial
+    done = sorted((c for c in children if c.info.status == "FINISHED"), key=lambda c: -c.data.metrics["valid_auc"])
+    best_id = parent.data.tags["best.run_id"]
+    assert done[0].info.run_id == best_id and len(done) >= 2
+    for old in (done[0], done[-1]):
+        res = subprocess.run(
+            [sys.executable, "-m", "runner.rerun", old.info.run_id, "--tracking-uri", mlflow_server.url]
+            + [f"tracker.uri={mlflow_server.url}", f"tracker.experiment={experiment}-rerun"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        new = client.get_run(re.search(r"runner: run ([0-9a-f]{32}) FINISHED", res.stdout).group(1))
+        assert new.data.tags["user.rerun_of"] == old.info.run_id and "mlflow.parentRunId" not in new.data.tags
+        for key in ("valid_auc", "test_auc", "valid_logloss", "best_iteration"):
+            assert new.data.metrics[key] == old.data.metrics[key], key
+        for name, value in old.data.params.items():
+            if name.startswith("model."):
+                assert new.data.params[name] == value, name
+
+
+def test_dataset_lineage_on_parent_best_child_and_every_trial(main_sweep, mlflow_server):
+    cwd, experiment, *_ = main_sweep
+    client = MlflowClient(mlflow_server.url)
+    (parent,), children = split(runs_of(client, experiment))
+    key = parent.data.tags.get("runner.cache_key") or children[0].data.tags["runner.cache_key"]
+    assert {c.data.tags["runner.dataset.digest"] for c in children} == {key[:36]}
+    for run_id in (parent.info.run_id, parent.data.tags["best.run_id"]):
+        (dataset_input,) = client.get_run(run_id).inputs.dataset_inputs
+        dataset = dataset_input.dataset
+        assert dataset.digest == key[:36] and dataset.source_type == "snowflake"
+        assert "select" in json.loads(dataset.source)["query"].lower()
+    others = [c for c in children if c.info.run_id != parent.data.tags["best.run_id"]]
+    assert not [c for c in others if client.get_run(c.info.run_id).inputs.dataset_inputs]
+
+
 def test_features_pulled_once_and_three_requests_per_trial(main_sweep, mlflow_server):
     cwd, experiment, _, proc, sent = main_sweep
     client = MlflowClient(mlflow_server.url)
@@ -198,6 +246,7 @@ def test_rerun_resumes_the_finished_study_with_a_warm_cache(main_sweep, mlflow_s
     parents, children = split(runs_of(client, experiment))
     assert len(parents) == 1 and len(children) == 6 and parents[0].info.status == "FINISHED"
     assert len(client.search_model_versions(f"name='{model}'")) == 1  # not registered twice
+    assert len(client.get_run(parents[0].info.run_id).inputs.dataset_inputs) == 1  # no duplicate input
     assert cold_cache in proc.args
 
 

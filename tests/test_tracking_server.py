@@ -142,11 +142,13 @@ def test_token_auth_and_request_count_without_model(mlflow_server, tmp_path, cac
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert door.rejected == []
-        # A run costs: one experiment lookup per process + create, one batch, terminate.
-        assert door.requests == [
+        # A run costs: one experiment lookup per process + create, one batch, its config (what
+        # `python -m runner.rerun` reads), terminate.
+        assert [(m, p if m != "PUT" else p.rsplit("/artifacts/", 1)[-1]) for m, p in door.requests] == [
             ("GET", f"{API}/experiments/get-by-name"),
             ("POST", f"{API}/runs/create"),
             ("POST", f"{API}/runs/log-batch"),
+            ("PUT", "config/resolved.yaml"),
             ("POST", f"{API}/runs/update"),
         ]
     (run_id,) = _run_ids(mlflow_server, experiment)

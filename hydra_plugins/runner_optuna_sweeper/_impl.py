@@ -46,6 +46,7 @@ from . import _custom, _display, _recovery, _results, _settings
 from ._budget import Budget
 from ._compose import Composer, split_arguments
 from ._launcher import launched_trial, run_batches
+from ._lineage import keep_base_config, log_lineage
 from ._loop import run_threads
 from ._objective import objective
 from ._resume import reconcile
@@ -53,7 +54,7 @@ from ._samplers import build
 from ._search_space import describe, parse_space
 from ._state import Sweep
 from ._storage import open_study, safe_name, storage_url, study_lock
-from ._summary import finish
+from ._summary import finish, ranked
 from ._summary import summary as summary_of
 from ._trial import TrialContext
 
@@ -215,6 +216,7 @@ class RunnerOptunaSweeperImpl:
                 model_dir,
                 self.stop,
                 prune=pruner_desc["name"] != "NopPruner",
+                base_config=keep_base_config(tracker, sweep.parent_run_id, composer),
             )
             loop_started = time.perf_counter()
             self._trials_started = True
@@ -250,6 +252,7 @@ class RunnerOptunaSweeperImpl:
                     registered_model=settings.registered_model,
                     loop_seconds=loop_seconds,
                 )
+                log_lineage(sweep, tracker, composer, next(iter(ranked(sweep)), None))
             _results.write(str(self.config.hydra.sweep.dir), study, directions)
             parent_status = "FINISHED"
             return summary

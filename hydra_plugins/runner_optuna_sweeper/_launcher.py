@@ -20,6 +20,7 @@ from runner.secrets import redact_url, scrub
 
 from ._budget import Budget
 from ._compose import Composer
+from ._lineage import trial_context
 from ._liveness import owner_info
 from ._loop import start_heartbeat
 from ._search_space import encode
@@ -53,6 +54,7 @@ def launched_trial(cfg: DictConfig) -> Dict[str, Any]:
             report_every=max(1, report_every),
             model_dir=Path(os.environ[env.OPTUNA_MODEL_DIR]),
             prune=report_every > 0,
+            base_config=os.environ.get(env.OPTUNA_BASE_CONFIG) or None,
         )
         tracker = Tracker(cfg.tracker)
     except KeyError as exc:
@@ -119,6 +121,7 @@ def run_batches(
             overrides = composer.trial_overrides(trial.params)
             trial.set_user_attr("overrides", [scrub(o) for o in overrides])
             sets = {**job_env, env.OPTUNA_TRIAL_ID: str(trial._trial_id)}
+            sets[env.OPTUNA_BASE_CONFIG] = trial_context(ctx, composer, trial.params).base_config or ""
             jobs.append(overrides + [f"++hydra.job.env_set.{k}={encode(v)}" for k, v in sets.items()])
         returns = launcher.launch(jobs, initial_job_idx=job_idx)
         job_idx += len(jobs)

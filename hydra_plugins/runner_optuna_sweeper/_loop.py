@@ -15,6 +15,7 @@ from runner.testhooks import kill_point
 
 from ._budget import Budget
 from ._compose import Composer
+from ._lineage import trial_context
 from ._recovery import end_stale
 from ._trial import Outcome, TrialContext, execute_trial
 
@@ -33,7 +34,7 @@ def run_trial(trial, composer: Composer, ctx: TrialContext, tracker) -> Outcome:
         cfg = composer.trial_config(trial.params)
     except Exception as exc:
         return Outcome("FAIL", error=f"ConfigError: composing the trial's config failed: {first_line(exc)}", fatal=True)
-    return execute_trial(trial, cfg, overrides, ctx, tracker)
+    return execute_trial(trial, cfg, overrides, trial_context(ctx, composer, trial.params), tracker)
 
 
 def run_threads(

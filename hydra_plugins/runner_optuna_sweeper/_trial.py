@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from omegaconf import DictConfig
 
 from runner.errors import RunnerError, first_line
+from runner.rerun import BASE_CONFIG_TAG  # parent artifact + optuna.params: the trial's config
 
 from ._pruning import PruningCallback, SweepStopped
 from ._search_space import mlflow_key
@@ -39,6 +40,9 @@ class TrialContext:
     model_dir: Path
     stop: Optional[threading.Event] = None
     prune: bool = True  # False with NopPruner: no per-round report to the storage
+    # The parent's artifact keeping the trials' base config (_lineage.keep_base_config); None
+    # when a config group is searched: then each trial uploads its own config.
+    base_config: Optional[str] = None
 
 
 @dataclass
@@ -117,9 +121,11 @@ def execute_trial(trial, cfg: DictConfig, overrides: Sequence[str], ctx: TrialCo
             "optuna.study_name": ctx.study_name,
             "runner.sweep": "runner_optuna",
             "runner.worker": f"{socket.gethostname()}:{os.getpid()}",
+            **({BASE_CONFIG_TAG: ctx.base_config} if ctx.base_config else {}),
         },
         callbacks=[callback],
         log_model=False,
+        log_config=not ctx.base_config,
         overrides=list(overrides),
         on_run=on_run,
         final_tags=final_tags_for(values_sampled),

@@ -3,7 +3,7 @@ with the tags every run records and the hooks a sweeper adds."""
 
 from .hooks import JobHooks
 from .memo import MEMO, FeatureMemo, prefetch, prepared_data
-from .run import JobResult, run_job
+from .run import JobResult, log_lineage, run_job
 from .tags import CODE_STATE, base_tags, overrides
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "JobHooks",
     "JobResult",
     "base_tags",
+    "log_lineage",
     "overrides",
     "prefetch",
     "prepared_data",

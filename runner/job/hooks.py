@@ -17,6 +17,9 @@ class JobHooks:
     the run's last log call (so a trial costs create + one batch + terminate). status_of(exc):
     the run status for an exception the caller raised on purpose (e.g. "KILLED" for a
     stopped trial); None lets the job end the run FAILED with a runner.error tag.
+    log_config: False when the caller keeps the job's config elsewhere (a sweep's trials:
+    the parent run keeps their base config once, each trial its sampled values), else the
+    run uploads config/resolved.yaml, what `python -m runner.rerun` reads.
     """
 
     run_name: Optional[str] = None
@@ -27,6 +30,7 @@ class JobHooks:
     on_run: Optional[Callable[[str], None]] = None
     final_tags: Optional[Callable[[str, Optional[BaseException]], Dict[str, Any]]] = None
     status_of: Optional[Callable[[BaseException], Optional[str]]] = None
+    log_config: bool = True
 
     def tags_at_end(self, status: str, exc: Optional[BaseException] = None) -> Dict[str, Any]:
         return self.final_tags(status, exc) if self.final_tags else {}

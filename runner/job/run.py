@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,7 +19,7 @@ from ..data import FeatureSet, validate
 from ..errors import RunnerError, first_line
 from ..interrupts import INTERRUPTS, as_interrupted
 from ..testhooks import kill_point
-from ..tracking import Tracker, flatten
+from ..tracking import Tracker, dataset_digest, flatten
 from .hooks import JobHooks
 from .memo import prepared_data
 from .tags import base_tags, overrides
@@ -77,9 +77,12 @@ def run_job(
         run_tags.update(hooks.tags_at_end("FINISHED"))
         tracker.log(run_id, params=flatten(OmegaConf.to_container(cfg, resolve=True)), metrics=metrics, tags=run_tags)
         kill_point("trial")  # test hook: logged, run not ended yet
+        if hooks.log_config:  # what `python -m runner.rerun` reads (the overrides: tag runner.overrides)
+            tracker.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
         model_uri = None
         if hooks.log_model if hooks.log_model is not None else cfg.tracker.log_model:
-            _log_artifacts(tracker, run_id, cfg, features, prepared, result.booster, hooks.overrides)
+            tracker.log_text(run_id, json.dumps(overrides(hooks.overrides), indent=1), "config/overrides.json")
+            _log_artifacts(tracker, run_id, cfg, features, prepared, result.booster)
             model_uri = tracker.log_model(run_id, result.booster, prepared)  # takes raw rows
         status = "FINISHED"
         return JobResult(
@@ -134,6 +137,7 @@ def _feature_tags(features: FeatureSet, objective: str) -> Dict[str, Any]:
     return {
         "runner.cache": "offline-hit" if features.offline else "hit" if features.cache_hit else "miss",
         "runner.cache_key": features.key,
+        "runner.dataset.digest": dataset_digest(features),  # the digest of the runs' dataset inputs
         "runner.warehouse.feature_queries": features.feature_queries,
         "runner.warehouse.query_ids": ",".join(features.query_ids) or "none",
         "runner.warehouse.started": str(features.warehouse_started).lower(),
@@ -148,19 +152,9 @@ def _try_log(tracker: Tracker, run_id: str, **kwargs: Any) -> None:
         pass
 
 
-def _log_artifacts(
-    tracker: Tracker,
-    run_id: str,
-    cfg: DictConfig,
-    features: FeatureSet,
-    prepared,
-    booster,
-    job_overrides: Optional[Sequence[str]] = None,
-) -> None:
+def _log_artifacts(tracker: Tracker, run_id: str, cfg: DictConfig, features: FeatureSet, prepared, booster) -> None:
     import pandas as pd
 
-    tracker.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
-    tracker.log_text(run_id, json.dumps(overrides(job_overrides), indent=1), "config/overrides.json")
     tracker.log_text(run_id, features.sql, "data/feature_query.sql")
     if prepared.categories:
         tracker.log_text(run_id, json.dumps(prepared.categories, indent=1), "data/categories.json")
@@ -168,5 +162,10 @@ def _log_artifacts(
     tracker.log_text(
         run_id, importance.sort_values("gain", ascending=False).to_csv(index=False), "model_info/feature_importance.csv"
     )
+    log_lineage(tracker, run_id, cfg, features, prepared)
+
+
+def log_lineage(tracker: Tracker, run_id: str, cfg: DictConfig, features: FeatureSet, prepared) -> None:
+    """The training split as the run's MLflow dataset input (digest: dataset_digest)."""
     X, y, _ = prepared.parts["train"]
     tracker.log_dataset(run_id, X.assign(**{cfg.data.label: y}), features, targets=cfg.data.label)

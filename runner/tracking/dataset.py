@@ -52,6 +52,12 @@ def fit_source(info: Dict[str, Any]) -> Dict[str, Any]:
     return info
 
 
+def dataset_digest(features) -> str:
+    """The digest of the dataset input of features (a FeatureSet): its cache key's first 36
+    characters (MLflow's limit)."""
+    return features.key[:36]
+
+
 def dataset_input(frame, features, targets: str, context: str = "training"):
     """The DatasetInput entity of a training frame pulled as `features` (a FeatureSet)."""
     import mlflow.data
@@ -62,6 +68,6 @@ def dataset_input(frame, features, targets: str, context: str = "training"):
         source=source_class()(fit_source(features.source)),
         targets=targets,
         name=f"features-{features.key[:12]}",
-        digest=features.key[:36],
+        digest=dataset_digest(features),
     )
     return DatasetInput(dataset._to_mlflow_entity(), [InputTag("mlflow.data.context", context)])

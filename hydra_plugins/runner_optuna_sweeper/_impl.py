@@ -45,7 +45,7 @@ from runner.testhooks import barrier
 from . import _custom, _display, _recovery, _results, _settings
 from ._budget import Budget
 from ._compose import Composer, split_arguments
-from ._launcher import launched_trial, run_batches
+from ._launcher import check_launcher, launched_trial, run_batches
 from ._lineage import keep_base_config, log_lineage
 from ._loop import run_threads
 from ._objective import objective
@@ -130,6 +130,8 @@ class RunnerOptunaSweeperImpl:
                 "model.params.num_leaves='int(interval(15,255))' on the command line)"
             )
         _settings.check(settings)
+        if not self.in_process:
+            check_launcher(self.config)  # no typed password pickled into job files
         n_jobs, n_trials = settings.n_jobs, settings.n_trials
         base = composer.set_base(fixed_args, space, n_jobs, self.in_process)
         hook = _custom.load(settings.custom_search_space)

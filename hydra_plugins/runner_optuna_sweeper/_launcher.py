@@ -4,6 +4,10 @@ The sweeper asks the trials and passes each job its trial through the environmen
 (hydra.job.env_set); the job re-attaches to the trial from the storage (so the storage
 must be reachable from the workers, also for pruning) and returns its Outcome as a
 dict; the sweeper tells Optuna.
+
+Launchers that write the pickled jobs to files (submitit: hydra.sweep.dir/.submitit/; ray)
+carry the sweep's Hydra config there: a password typed into hydra.sweeper.storage is refused
+before the study is opened (check_launcher), ${oc.env:VAR} stays an interpolation in them.
 """
 
 from __future__ import annotations
@@ -12,10 +16,10 @@ import os
 from pathlib import Path
 from typing import Any, Dict
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from runner import env
-from runner.errors import RunnerError, first_line
+from runner.errors import ConfigError, RunnerError, first_line
 from runner.secrets import redact_url, scrub
 
 from ._budget import Budget
@@ -26,6 +30,35 @@ from ._loop import start_heartbeat
 from ._search_space import encode
 from ._storage import make_storage
 from ._trial import Outcome, TrialContext, execute_trial
+
+# Launchers whose jobs are pickled into files (the sweep's config with them).
+PICKLES_TO_FILES = ("hydra_plugins.hydra_submitit_launcher.", "hydra_plugins.hydra_ray_launcher.")
+
+
+class LauncherJobError(RunnerError):
+    """A launcher job ended without a result (killed by its scheduler, its worker lost)."""
+
+
+def check_launcher(config: DictConfig) -> None:
+    """Before the study: no password typed into hydra.sweeper.storage when the launcher
+    writes the jobs (with the sweep's config) to files."""
+    from urllib.parse import urlsplit
+
+    target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+    if not target.startswith(PICKLES_TO_FILES):
+        return
+    raw = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("storage")  # type: ignore[union-attr]
+    try:
+        password = urlsplit(raw).password if isinstance(raw, str) else None
+    except ValueError:
+        password = None
+    if password and "${" not in password:
+        raise ConfigError(
+            f"hydra.sweeper.storage={redact_url(str(raw))}: a password typed into the URL would be "
+            f"written into the job files {target.rsplit('.', 1)[-1]} keeps under hydra.sweep.dir; "
+            f"put ${{oc.env:{env.STORAGE_PASSWORD}}} in the URL in place of the password and export "
+            f"{env.STORAGE_PASSWORD} (docs/cluster.md)"
+        )
 
 
 def launched_trial(cfg: DictConfig) -> Dict[str, Any]:
@@ -123,7 +156,15 @@ def run_batches(
             sets = {**job_env, env.OPTUNA_TRIAL_ID: str(trial._trial_id)}
             sets[env.OPTUNA_BASE_CONFIG] = trial_context(ctx, composer, trial.params).base_config or ""
             jobs.append(overrides + [f"++hydra.job.env_set.{k}={encode(v)}" for k, v in sets.items()])
-        returns = launcher.launch(jobs, initial_job_idx=job_idx)
+        try:
+            returns = launcher.launch(jobs, initial_job_idx=job_idx)
+        except Exception as exc:  # a job died (scheduler limit, preemption, lost node): no results
+            raise LauncherJobError(
+                f"a launcher job of trials {[t.number for t in batch]} ended without a result "
+                f"({type(exc).__name__}: {first_line(exc)}); a scheduler's limits are "
+                "hydra.launcher.timeout_min / mem_gb; the jobs' logs are under hydra.sweep.dir; "
+                "run the same command again to resume (trials left RUNNING are marked FAIL)"
+            )
         job_idx += len(jobs)
         for trial, ret in zip(batch, returns, strict=False):
             budget.tell(trial, _outcome(trial, ret))

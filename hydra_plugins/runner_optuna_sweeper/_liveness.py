@@ -30,7 +30,9 @@ def owner_info() -> Dict[str, Any]:
 def is_mine(attrs: Dict[str, Any]) -> bool:
     """Whether a trial's runner.owner is this process."""
     owner = attrs.get("runner.owner") or {}
-    return owner.get("host") == socket.gethostname() and owner.get("pid") == os.getpid()
+    same = owner.get("host") == socket.gethostname() and owner.get("pid") == os.getpid()
+    # A restarted container keeps its hostname and its pid (1): the start time tells them apart.
+    return same and owner.get("start") in (None, proc_start(os.getpid()))
 
 
 def stale_reason(
@@ -48,7 +50,9 @@ def stale_reason(
     if owner.get("host") == socket.gethostname() and owner.get("pid"):
         pid = int(owner["pid"])
         if pid == os.getpid():
-            return None  # ours (a resumed sweep never holds RUNNING trials at start)
+            if is_mine(attrs):
+                return None  # ours (a resumed sweep never holds RUNNING trials at start)
+            return f"owner process {pid} on {owner['host']} is gone (this pid, started again)"
         try:
             os.kill(pid, 0)
             alive = True

@@ -58,6 +58,15 @@ def test_reused_pid_is_told_apart_by_its_start_time():
     )
 
 
+def test_this_pid_started_again_is_not_the_owner():
+    """A container restarted in its pod keeps hostname and pid (1): its predecessor's trials
+    are stale at once, told apart by the recorded start time."""
+    before = {"runner.owner": {**owner_info(), "start": str(int(proc_start(os.getpid()) or 0) - 1)}}
+    assert not is_mine(before)
+    reason = stale_reason(before, started=NOW, timeout=600, now=NOW)
+    assert reason == f"owner process {os.getpid()} on {HOST} is gone (this pid, started again)"
+
+
 def test_other_host_is_judged_by_its_heartbeat():
     owner = {"host": "elsewhere.invalid", "pid": os.getpid(), "start": "1"}
     old = {"runner.owner": owner, "runner.heartbeat": NOW - 1000}

@@ -127,10 +127,22 @@ class TrackerConfig:
 
 
 @dataclass
+class ScoreConfig:
+    # python -m runner.score MODEL_URI: the warehouse table the predictions are written to
+    # (created if missing); a name without database/schema lands in the session's
+    # (data.database / data.schema). Rows are keyed by the model URI: scoring the same URI
+    # again replaces its rows in one transaction (docs/scoring.md).
+    table: str = "RUNNER_PREDICTIONS"
+    # The scoring run's name; null: score-<model> (registered name and version, model id or run).
+    run_name: Optional[str] = None
+
+
+@dataclass
 class RunnerConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
     run_name: Optional[str] = None
     tags: Dict[str, str] = field(default_factory=dict)
 

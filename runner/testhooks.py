@@ -6,7 +6,8 @@
   created, not yet recorded in the study), summary, register.
 - RUNNER_TEST_BARRIER=<point>:<dir>:<n>: barrier(<point>) waits until n processes have
   reached it (at most 120 s), so tests can make workers race on purpose, or hold a process
-  at a point while they change the world around it. Points: parent, summary.
+  at a point while they change the world around it. Points: parent, summary, score (a
+  scoring run exists, nothing scored yet).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 
 @functools.cache
@@ -58,8 +58,9 @@ def dataset_digest(features) -> str:
     return features.key[:36]
 
 
-def dataset_input(frame, features, targets: str, context: str = "training"):
-    """The DatasetInput entity of a training frame pulled as `features` (a FeatureSet)."""
+def dataset_input(frame, features, targets: Optional[str], context: str = "training"):
+    """The DatasetInput entity of a frame pulled as `features` (a FeatureSet); targets: the
+    label column (None: rows scored, not trained on)."""
     import mlflow.data
     from mlflow.entities import DatasetInput, InputTag
 

@@ -274,19 +274,31 @@ class Tracker:
         )
         return LoggedModelRef(f"models:/{model.model_id}", model.model_id, model.artifact_location)
 
-    def log_dataset(self, run_id: str, frame, features, targets: str, context: str = "training") -> None:
-        """The features as the run's dataset input; a server without dataset inputs (MLflow
-        before 2.4: no runs/log-inputs) gets one warning line per process and the run goes on."""
+    def log_dataset(
+        self,
+        run_id: str,
+        frame,
+        features,
+        targets: Optional[str],
+        context: str = "training",
+        model_id: Optional[str] = None,
+    ) -> None:
+        """The features as the run's dataset input (and an MLflow 3 logged model as its model
+        input, e.g. of a scoring run); a server without dataset inputs (MLflow before 2.4: no
+        runs/log-inputs) gets one warning line per process and the run goes on."""
+        from mlflow.entities import LoggedModelInput
+
         from .hints import missing_api, skipped, unsupported
 
         feature = "dataset inputs"
         if skipped(self.uri, feature):
             return
         inputs = [dataset_input(frame, features, targets, context)]
+        models = [LoggedModelInput(model_id)] if model_id else None
 
         def log_inputs() -> None:
             try:
-                self.client.log_inputs(run_id, inputs)
+                self.client.log_inputs(run_id, inputs, models=models)
             except Exception as exc:
                 if not missing_api(exc):
                     raise

@@ -1,0 +1,184 @@
+"""One batch scoring as one MLflow run: features in the warehouse -> the model -> a warehouse
+table, the predictions also kept as the run's artifact.
+
+The run ends FINISHED, FAILED (tag runner.error) or KILLED (Ctrl-C / SIGTERM); never
+RUNNING. A bad model URI or setting fails before the run exists.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Dict, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import ConfigError, RunnerError, first_line
+from ..interrupts import INTERRUPTS, as_interrupted
+from ..testhooks import barrier
+from ..tracking import Tracker
+from .features import ScoringFeatures, scoring_features
+from .model import ScoringModel, load_model, predict
+from .record import config_text, feature_tags, log_predictions, scoring_params, scoring_tags
+from .table import check_table_setting, output_table, sql_type, write_predictions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoreResult:
+    run_id: str
+    model_uri: str
+    table: str  # the output table, fully qualified
+    rows: int  # entities scored = rows written
+    replaced: int  # rows of an earlier scoring of the same model URI, replaced
+    artifact: str  # the predictions artifact of the run
+    seconds: float
+    status: str = "FINISHED"
+    embedded: bool = False  # the table lived in the embedded warehouse (gone with the process)
+
+
+def score_config(cfg: DictConfig, model_uri: str, overrides: Sequence[str] = ()) -> ScoreResult:
+    """Score the data config's entities with the model at model_uri; one MLflow run."""
+    started = time.perf_counter()
+    label = check_settings(cfg)
+    tracker = Tracker(cfg.tracker)
+    with tempfile.TemporaryDirectory(prefix="runner-score-model-") as folder:
+        model = load_model(model_uri, tracker, folder)
+        run_name = cfg.score.run_name or f"score-{model.label}"
+        run_id = tracker.start_run(run_name, scoring_tags(cfg, model, overrides))
+        state = _State()
+        try:
+            barrier("score")  # test hook: the run exists, nothing computed yet
+            result = _score(cfg, tracker, run_id, model, label, state)
+            result.seconds = time.perf_counter() - started
+            state.status = "FINISHED"
+            return result
+        except BaseException as exc:
+            _record_failure(tracker, run_id, exc, state)
+            raise
+        finally:
+            try:
+                tracker.end(run_id, state.status)
+            except RunnerError as exc:
+                log.error("%s", exc)
+
+
+class _State:
+    """How far a scoring got: what the run's end and an interrupt line say."""
+
+    def __init__(self) -> None:
+        self.status = "FAILED"
+        self.tags: Dict[str, Any] = {}
+        self.written: Optional[str] = None  # the table, once the transaction committed
+
+
+def check_settings(cfg: DictConfig) -> Optional[str]:
+    """Check the data and score settings before anything runs; return data.label (None when
+    the data config has none: scoring does not need it)."""
+    from ..data import validate
+
+    data_cfg = cfg.data
+    if OmegaConf.is_missing(data_cfg, "entity_key"):
+        raise ConfigError(
+            "data.entity_key is not set: runner.score writes one row per entity, keyed by that column "
+            "of the feature definition (data.entity_key=COLUMN)"
+        )
+    label = None if OmegaConf.is_missing(data_cfg, "label") else str(data_cfg.label)
+    checked = copy.deepcopy(data_cfg)
+    if label is None:  # validate() checks the label's spelling; scoring never reads it
+        checked.label = checked.entity_key
+    validate(checked)
+    check_table_setting(cfg.score.table)
+    return label
+
+
+def _score(cfg: DictConfig, tracker: Tracker, run_id: str, model: ScoringModel, label, state) -> ScoreResult:
+    from ..data import open_warehouse
+
+    data_cfg = cfg.data
+    with open_warehouse(data_cfg) as wh:
+        if data_cfg.query_tag:
+            wh.set_query_tag(f"runner score run_id={run_id}")
+        target = output_table(cfg.score.table, wh.identity)
+        state.tags["runner.score.table"] = target.sql
+        features = scoring_features(wh, data_cfg, label)
+        state.tags.update(feature_tags(features, target))
+        frame = features.table.to_pandas()
+        values = predict(model, frame)
+        scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
+        meta = [model.uri, model.name, model.version, model.run_id, run_id, scored_at.isoformat(sep=" ")]
+        artifact = log_predictions(tracker, run_id, output_rows(features, values, meta, scored_at))
+        key_type = sql_type(features.table.schema.field(features.key_column).type, data_cfg.entity_key)
+        rows = _key_and_prediction(features, values)
+        written = write_predictions(wh.session, target, features.key_column, key_type, rows, meta, run_id)
+        state.written = target.sql
+    tracker.log(
+        run_id,
+        params=scoring_params(cfg, model.uri),
+        metrics={
+            "rows_scored": float(written.inserted),
+            "rows_replaced": float(written.replaced),
+            "features_seconds": features.seconds,
+        },
+        tags={**state.tags, "runner.score.write_query_ids": ",".join(written.query_ids)},
+    )
+    tracker.log_text(run_id, config_text(cfg), "config/resolved.yaml")
+    tracker.log_text(run_id, features.sql, "data/feature_query.sql")
+    tracker.log_dataset(run_id, frame, features, None, "scoring", model_id=model.model_id)
+    return ScoreResult(
+        run_id,
+        model.uri,
+        target.sql,
+        written.inserted,
+        written.replaced,
+        artifact,
+        0.0,
+        embedded=data_cfg.backend == "embedded",
+    )
+
+
+def _key_and_prediction(features: ScoringFeatures, values):
+    import pyarrow as pa
+
+    return pa.table({features.key_column: features.table.column(features.key_column), "PREDICTION": values})
+
+
+def output_rows(features: ScoringFeatures, values, meta: Sequence[Any], scored_at: datetime):
+    """The rows as the output table holds them (the run's artifact)."""
+    import pyarrow as pa
+
+    n = features.rows
+    text = lambda v: pa.array([v] * n, pa.string())  # noqa: E731
+    return pa.table(
+        {
+            features.key_column: features.table.column(features.key_column),
+            "PREDICTION": pa.array(values, pa.float64()),
+            "MODEL_URI": text(meta[0]),
+            "MODEL_NAME": text(meta[1]),
+            "MODEL_VERSION": text(meta[2]),
+            "MODEL_RUN_ID": text(meta[3]),
+            "SCORING_RUN_ID": text(meta[4]),
+            "SCORED_AT": pa.array([scored_at] * n, pa.timestamp("us")),
+        }
+    )
+
+
+def _record_failure(tracker: Tracker, run_id: str, exc: BaseException, state: _State) -> None:
+    """The run's end status and tags for an exception; what an interrupt line says was kept."""
+    if isinstance(exc, KeyboardInterrupt):  # Ctrl-C / SIGTERM: the user stopped it
+        state.status = "KILLED"
+        tags = {"runner.interrupted": as_interrupted(exc).name, **state.tags}
+        wrote = f"its predictions were written to {state.written}" if state.written else "no predictions written"
+        INTERRUPTS.keep(f"scoring run {run_id} ended KILLED ({wrote})")
+    else:
+        message = first_line(exc) if str(exc) else type(exc).__name__
+        tags = {"runner.error": f"{type(exc).__name__}: {message}", **state.tags}
+    try:
+        tracker.log(run_id, tags=tags)
+    except Exception:  # noqa: BLE001 - the tracker itself may be what failed
+        pass

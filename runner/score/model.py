@@ -1,0 +1,124 @@
+"""The model to score with: an MLflow model URI, loaded as a python_function model from the
+tracking store the tracker config names.
+
+runner's logged models take raw warehouse rows (runner/model/pyfunc_code.py): text for
+categorical columns, any column order, extra columns (the entity key) ignored. Any other
+pyfunc model that returns one number per row scores the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ..errors import ConfigError, DataError, first_line
+
+URI_FORMS = "runs:/<run_id>/model, models:/<name>/<version>, models:/<name>@<alias> or models:/<model_id>"
+
+
+@dataclass
+class ScoringModel:
+    uri: str  # as given: the key of the rows it writes
+    pyfunc: Any  # mlflow.pyfunc.PyFuncModel
+    run_id: Optional[str] = None  # the run that logged it
+    model_id: Optional[str] = None  # its MLflow 3 logged model, if any
+    name: Optional[str] = None  # registered model name (models:/<name>/...)
+    version: Optional[str] = None  # registered version, resolved (an alias or latest: the version now)
+
+    @property
+    def label(self) -> str:
+        """Short name for the scoring run: name-v<version>, the model id or the source run."""
+        if self.name and self.version:
+            return f"{self.name}-v{self.version}"
+        return self.model_id or (self.run_id or "model")[:12]
+
+
+def load_model(uri: str, tracker, folder: str) -> ScoringModel:
+    """Download the model at `uri` from the tracker's store into `folder` and load it.
+
+    MLflow's global tracking and registry URIs are set to the tracker's (models:/ URIs are
+    resolved through the registry there)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracker.uri)
+    mlflow.set_registry_uri(tracker.uri)
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder)
+        pyfunc = mlflow.pyfunc.load_model(local)
+    except Exception as exc:
+        raise ConfigError(
+            f"MODEL_URI {uri!r}: cannot load the model from {tracker.display_uri}: {first_line(exc)} "
+            f"(give {URI_FORMS} of that store; tracker.* selects the store)"
+        ) from None
+    meta = pyfunc.metadata
+    name, version = _registered(tracker, uri)
+    model = ScoringModel(uri, pyfunc, meta.run_id, getattr(meta, "model_id", None), name, version)
+    _check_output(model)
+    return model
+
+
+def _registered(tracker, uri: str):
+    """(name, version) of a registered model URI, else (None, None)."""
+    if not uri.startswith("models:/"):
+        return None, None
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    try:
+        found = get_model_name_and_version(tracker.client, uri)
+    except Exception:  # a logged model id, or a registry without that API: not registered
+        return None, None
+    if len(found) != 2:
+        return None, None
+    return str(found[0]), str(found[1])
+
+
+def _check_output(model: ScoringModel) -> None:
+    """One prediction per row: a model whose signature says more (multiclass) is refused."""
+    schema = model.pyfunc.metadata.get_output_schema()
+    shape = None
+    try:
+        spec = schema.to_dict()[0] if schema is not None else {}
+        shape = spec.get("tensor-spec", {}).get("shape")
+    except (IndexError, AttributeError, TypeError):
+        pass
+    if shape is not None and len(shape) > 1 and shape[1] not in (1, -1):
+        raise ConfigError(
+            f"MODEL_URI {model.uri!r}: the model returns {shape[1]} values per row (multiclass): "
+            "runner.score writes one PREDICTION per entity and scores binary and regression models only"
+        )
+
+
+def predict(model: ScoringModel, rows) -> Any:
+    """The model's predictions for `rows` (a pandas DataFrame of raw feature rows) as a 1-d
+    float64 array, one per row."""
+    import numpy as np
+
+    schema = model.pyfunc.metadata.get_input_schema()
+    names = schema.input_names() if schema is not None and schema.has_input_names() else []
+    missing = [n for n in names if n not in rows.columns]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise DataError(
+            f"the model {model.uri!r} needs feature column(s) the feature definition does not produce: {shown} "
+            "(the data config must produce the columns the model was trained on: data.features, data.table "
+            "or data.query)"
+        )
+    if names:
+        rows = rows[names]  # the entity key is no input of the model
+    try:
+        out = model.pyfunc.predict(rows)
+    except Exception as exc:
+        raise DataError(
+            f"the model {model.uri!r} cannot score the feature definition's rows: {first_line(exc)} "
+            "(the data config must produce the columns the model was trained on: data.features, "
+            "data.table or data.query)"
+        ) from None
+    values = np.asarray(getattr(out, "values", out), dtype=float)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1 or len(values) != len(rows):
+        raise DataError(
+            f"the model {model.uri!r} returned predictions of shape {values.shape} for {len(rows)} rows: "
+            "runner.score writes one PREDICTION per entity (binary and regression models)"
+        )
+    return values

@@ -24,7 +24,8 @@ Examples:
   python -m runner tracker=server tracker.uri=http://127.0.0.1:5000
   python -m runner --multirun sweep=lightgbm hydra.sweeper.n_trials=20
   python -m runner --multirun model.params.num_leaves=15,31,63
-  python -m runner.rerun RUN_ID                      # run a logged run again
+  python -m runner.rerun RUN_ID                      # run a logged run (or a sweep trial) again
+  python -m runner.score models:/NAME/VERSION        # score the features into a warehouse table
   python -m runner.init [DIR]                        # a starter conf/ for your project
 
 More:

@@ -133,6 +133,13 @@ def test_one_parent_with_a_child_per_trial(main_sweep, mlflow_server):
     assert tags["best.run_id"] == best.user_attrs["mlflow_run_id"]
     assert tags["best.trial_number"] == str(best.number)
     assert by_run[tags["best.run_id"]].data.metrics["valid_auc"] == pytest.approx(best.value)
+    # the optimization curve: the best so far at each complete trial, in completion order
+    done = sorted((t for t in study.trials if t.state == S.COMPLETE), key=lambda t: t.datetime_complete)
+    curve = sorted(client.get_metric_history(parent.info.run_id, "best_valid_auc"), key=lambda m: m.step)
+    assert [m.step for m in curve] == list(range(1, len(done) + 1)) and len(done) >= 2
+    assert [m.timestamp for m in curve] == [int(t.datetime_complete.timestamp() * 1000) for t in done]
+    values = [m.value for m in curve]
+    assert values == sorted(values) and values[-1] == pytest.approx(best.value)
 
 
 def test_pruned_trials_end_killed_and_say_so(main_sweep, mlflow_server):
@@ -246,6 +253,8 @@ def test_rerun_resumes_the_finished_study_with_a_warm_cache(main_sweep, mlflow_s
     parents, children = split(runs_of(client, experiment))
     assert len(parents) == 1 and len(children) == 6 and parents[0].info.status == "FINISHED"
     assert len(client.search_model_versions(f"name='{model}'")) == 1  # not registered twice
+    complete = [t for t in load_study(cwd).trials if t.state == S.COMPLETE]
+    assert len(client.get_metric_history(parents[0].info.run_id, "best_valid_auc")) == len(complete)
     assert len(client.get_run(parents[0].info.run_id).inputs.dataset_inputs) == 1  # no duplicate input
     assert cold_cache in proc.args
 

@@ -3,6 +3,14 @@ table, plots), the best trial's model registered, and the summary on stdout.
 
 Callers hold study_lock: workers sharing a study may each reach the end, and the summary
 of a given study state is written once (a later identical one is only printed).
+
+The parent's `best_<metric>` (the first objective) is a metric history, the optimization
+curve in MLflow's charts: one point per COMPLETE trial in completion order, step = how many
+trials had completed (1, 2, ...), value = the best so far, timestamp = the trial's
+completion time. It goes in the summary's batch; a resumed sweep sends only the points after
+those the study records as sent (`runner.best_history`), and the points are a function of
+the study, so a batch re-sent after a crash repeats identical rows, which MLflow's SQL
+stores keep once.
 """
 
 from __future__ import annotations
@@ -10,8 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from optuna.trial import TrialState
 
@@ -40,6 +49,24 @@ def ranked(sweep: Sweep) -> List[Any]:
     if len(directions) > 1:
         return sorted(done, key=lambda t: (t.number not in front, first(t)))
     return sorted(done, key=first)
+
+
+HISTORY_ATTR = "runner.best_history"  # study attribute: points of best_<metric> sent so far
+
+
+def best_history(sweep: Sweep) -> List[Tuple[int, float, int]]:
+    """(step, best value so far, timestamp ms) per COMPLETE trial of the first objective, in
+    completion order (ties by trial number); step k = the k-th completed trial."""
+    done = [t for t in sweep.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    done.sort(key=lambda t: (t.datetime_complete or datetime.max, t.number))
+    better = max if sweep.directions[0] == "maximize" else min
+    points: List[Tuple[int, float, int]] = []
+    best: Optional[float] = None
+    for k, t in enumerate(done, 1):
+        best = t.values[0] if best is None else better(best, t.values[0])
+        when = t.datetime_complete or datetime.now()  # Optuna's times are naive local times
+        points.append((k, float(best), int(when.timestamp() * 1000)))
+    return points
 
 
 def finish(
@@ -89,7 +116,7 @@ def finish(
     if len(workers) > 1:
         tags["optuna.workers"] = json.dumps(workers)
     if best is not None:
-        for m, v in zip(sweep.metrics, best.values, strict=False):
+        for m, v in zip(sweep.metrics[1:], best.values[1:], strict=False):
             metrics[f"best_{m}"] = v
         metrics["best_value"] = best.values[0]
         tags.update(
@@ -109,7 +136,12 @@ def finish(
         "best": best.number if best else None,
     }
     if study.user_attrs.get("runner.summary") != state_key:
-        tracker.log(pid, metrics=metrics, tags=tags, step=c["finished"])
+        history = best_history(sweep)
+        sent = int(study.user_attrs.get(HISTORY_ATTR) or 0)  # points a summary before sent
+        new = {f"best_{sweep.metrics[0]}": history[sent:]} if len(history) > sent else None
+        tracker.log(pid, metrics=metrics, tags=tags, step=c["finished"], history=new)
+        if new:
+            study.set_user_attr(HISTORY_ATTR, len(history))
         kill_point("summary")  # test hook (runner/testhooks.py)
         if rows:
             tracker.log_text(pid, table.to_csv(index=False), "optuna/top_trials.csv")

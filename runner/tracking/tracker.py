@@ -13,7 +13,7 @@ import os
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import TrackingError
 from ..secrets import redact_url, scrub
@@ -148,7 +148,10 @@ class Tracker:
         metrics: Optional[Dict[str, float]] = None,
         tags: Optional[Dict[str, Any]] = None,
         step: int = 0,
+        history: Optional[Dict[str, List[Tuple[int, float, int]]]] = None,
     ) -> None:
+        """One log_batch (MLflow's client splits it past 1000 entities). history: a metric's
+        points as (step, value, timestamp ms), logged as given, in the same batch."""
         import time
 
         from mlflow.entities import Metric, Param, RunTag
@@ -161,6 +164,7 @@ class Tracker:
             if (t := fit("param", k, v, MAX_PARAM_VAL_LENGTH)) is not None
         ]
         m = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
+        m += [Metric(k, float(v), ts, n) for k, points in (history or {}).items() for n, v, ts in points]
         g = [RunTag(k, s) for k, v in (tags or {}).items() if (s := fit("tag", k, v, tag_limit())) is not None]
         if p or m or g:
             self._call("log params/metrics", self.client.log_batch, run_id, metrics=m, params=p, tags=g)
@@ -348,9 +352,15 @@ class Tracker:
         return self._call(what, self.client.create_model_version, name, model_uri, run_id=run_id, model_id=model_id)
 
     def ui_command(self) -> str:
+        """How to see the experiment's runs. The page is the runs table in Model training mode:
+        MLflow 3.17's UI opens an experiment in GenAI mode on a first visit, whatever its kind."""
+        page = f"#/experiments/{self._experiment_id}/runs?workflowType=machine_learning" if self._experiment_id else ""
         if self.cfg.kind == "local":
             return (
                 f"mlflow ui --backend-store-uri {self.uri} "
-                f"--default-artifact-root {Path(self.cfg.dir, 'artifacts').resolve().as_uri()}"
+                f"--default-artifact-root {Path(self.cfg.dir, 'artifacts').resolve().as_uri()}, "
+                f"then http://127.0.0.1:5000/{page}"
             )
-        return f"open {self.display_uri} (MLflow UI of the tracking server)"
+        if self.cfg.kind == "server":
+            return f"{self.display_uri.rstrip('/')}/{page}"
+        return f"the MLflow UI of {self.display_uri} (SageMaker Studio), page {page or 'Experiments'}"

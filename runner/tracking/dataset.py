@@ -58,17 +58,38 @@ def dataset_digest(features) -> str:
     return features.key[:36]
 
 
+# Rows MLflow infers the schema's column types from: mlflow.data.from_pandas checks every value
+# of the whole frame in Python (~11 s for 160,000 x 51 here); types come from these rows and
+# "required" (no missing value) from the whole column.
+SCHEMA_SAMPLE_ROWS = 1000
+
+
 def dataset_input(frame, features, targets: Optional[str], context: str = "training"):
     """The DatasetInput entity of a frame pulled as `features` (a FeatureSet); targets: the
-    label column (None: rows scored, not trained on)."""
+    label column (None: rows scored, not trained on). Its schema and profile describe the
+    whole frame; see SCHEMA_SAMPLE_ROWS."""
     import mlflow.data
-    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
-        frame,
+    spec = mlflow.data.from_pandas(  # type: ignore[attr-defined]
+        frame.head(SCHEMA_SAMPLE_ROWS),
         source=source_class()(fit_source(features.source)),
         targets=targets,
         name=f"features-{features.key[:12]}",
         digest=dataset_digest(features),
+    ).to_dict()
+    schema = json.loads(spec["schema"]) if spec.get("schema") else None
+    if schema:
+        complete = frame.notna().all()
+        for column in schema.get("mlflow_colspec", []):
+            if column.get("name") in complete.index:
+                column["required"] = bool(complete[column["name"]])
+    entity = Dataset(
+        name=spec["name"],
+        digest=spec["digest"],
+        source_type=spec["source_type"],
+        source=spec["source"],
+        schema=json.dumps(schema) if schema else None,
+        profile=json.dumps({"num_rows": len(frame), "num_elements": int(frame.size)}),
     )
-    return DatasetInput(dataset._to_mlflow_entity(), [InputTag("mlflow.data.context", context)])
+    return DatasetInput(entity, [InputTag("mlflow.data.context", context)])

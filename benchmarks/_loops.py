@@ -94,7 +94,12 @@ def _suggest(trial, key: str, dist):
 
 
 def child_bare(args) -> Dict[str, Any]:
-    """The hand-written loop: Optuna TPE over LightGBM, features in memory, no tracking."""
+    """The hand-written loop: Optuna TPE over LightGBM, features in memory.
+
+    bare: the Dataset built every trial; bare-reuse (--reuse): built once; bare-fluent
+    (--reuse --tracking-uri): also MLflow's fluent API as a user writes it, a parent run
+    and one nested run per trial with its params and valid_auc.
+    """
     import lightgbm as lgb
     import optuna
     import pyarrow.parquet as pq
@@ -103,6 +108,7 @@ def child_bare(args) -> Dict[str, Any]:
 
     from runner.data import split_labels
 
+    mlflow = _fluent(args) if args.tracking_uri else None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     work = json.loads(Path(args.workload).read_text())
     space = [(key, json_to_distribution(text)) for key, text in work["space"]]
@@ -126,8 +132,7 @@ def child_bare(args) -> Dict[str, Any]:
     trial_seconds: List[float] = []
     reuse: Dict[str, Any] = {}
 
-    def objective(trial) -> float:
-        t0 = time.perf_counter()
+    def train(trial) -> float:
         params = dict(base)
         for key, dist in space:
             params[key[len(SEARCHED) :]] = _suggest(trial, key, dist)
@@ -142,13 +147,29 @@ def child_bare(args) -> Dict[str, Any]:
             dtrain = lgb.Dataset(Xtr, ytr)
             dvalid = lgb.Dataset(Xva, yva, reference=dtrain)
         booster = lgb.train(params, dtrain, num_boost_round=args.rounds, valid_sets=[dvalid])
-        auc = float(roc_auc_score(yva, booster.predict(Xva)))
+        return float(roc_auc_score(yva, booster.predict(Xva)))
+
+    def objective(trial) -> float:
+        t0 = time.perf_counter()
+        if mlflow is None:
+            auc = train(trial)
+        else:
+            with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
+                auc = train(trial)
+                mlflow.log_params(trial.params)
+                mlflow.log_metric("valid_auc", auc)
         trial_seconds.append(time.perf_counter() - t0)
         return auc
 
     started = time.perf_counter()
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
-    study.optimize(objective, n_trials=args.trials)
+    if mlflow is None:
+        study.optimize(objective, n_trials=args.trials)
+    else:
+        with mlflow.start_run(run_name="sweep"):
+            study.optimize(objective, n_trials=args.trials)
+            mlflow.log_params({f"best_{k}": v for k, v in study.best_params.items()})
+            mlflow.log_metric("best_valid_auc", study.best_value)
     loop = time.perf_counter() - started
     return {
         "loop_seconds": loop,
@@ -156,4 +177,16 @@ def child_bare(args) -> Dict[str, Any]:
         "best_auc": study.best_value,
         "best_trial": study.best_trial.number,
         "trials": len(study.trials),
+        # epoch seconds: the bench places them against the process's spawn and exit
+        "first_trial_start": study.trials[0].datetime_start.timestamp(),
+        "last_trial_end": study.trials[-1].datetime_complete.timestamp(),
     }
+
+
+def _fluent(args):
+    """mlflow, pointed at the benchmark's tracking store and experiment (what a user sets up)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(args.tracking_uri)
+    mlflow.set_experiment(args.experiment)
+    return mlflow

@@ -52,6 +52,7 @@ class Proc:
     stderr: str
     peak_tree: int  # bytes
     peak_main: int  # bytes
+    spawned: float  # time.time() just before the spawn (to place the process's own timestamps)
 
 
 def run_measured(cmd: List[str], cwd: Path, env: Dict[str, str], timeout: float = 7200) -> Proc:
@@ -59,6 +60,7 @@ def run_measured(cmd: List[str], cwd: Path, env: Dict[str, str], timeout: float 
     cwd.mkdir(parents=True, exist_ok=True)
     out_path, err_path = cwd / "stdout.txt", cwd / "stderr.txt"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        spawned = time.time()
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True)
         peak = [0]
@@ -100,6 +102,7 @@ def run_measured(cmd: List[str], cwd: Path, env: Dict[str, str], timeout: float 
         err_path.read_text(errors="replace"),
         max(peak[0], main),
         main,
+        spawned,
     )
 
 

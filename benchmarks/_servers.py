@@ -292,10 +292,13 @@ class CountingProxy:
 
 
 def count_requests(bodies: List[Tuple[str, str, bytes]]) -> Tuple[int, int, Dict[str, int]]:
-    """(total, requests naming a trial's (child) run, count per endpoint, most first).
+    """(total, requests of the trials' (child) runs, count per endpoint, most first).
 
     A trial run is one created with an mlflow.parentRunId tag; its later requests name it
-    by run_id/run_uuid in their JSON body. Requests naming a parent run are not counted.
+    by run_id/run_uuid in their JSON body, up to the update that ends it (status FINISHED,
+    KILLED or FAILED). Requests naming a trial run after that (the end-of-sweep summary:
+    the best trial's dataset input and tags) and requests naming a parent run are not
+    counted as the trial's.
     """
     parents, per_endpoint = set(), {}
     decoded = []
@@ -312,13 +315,15 @@ def count_requests(bodies: List[Tuple[str, str, bytes]]) -> Tuple[int, int, Dict
         for tag in (payload.get("tags") or []) if isinstance(payload, dict) else []:
             if isinstance(tag, dict) and tag.get("key") == "mlflow.parentRunId":
                 parents.add(tag.get("value"))
-    trial_requests = 0
+    trial_requests, ended = 0, set()
     for path, payload in decoded:
         tags = payload.get("tags") or []
         if path.endswith("/runs/create"):
             trial_requests += any(isinstance(t, dict) and t.get("key") == "mlflow.parentRunId" for t in tags)
             continue
         run_id = payload.get("run_id") or payload.get("run_uuid")
-        if run_id and run_id not in parents:
+        if run_id and run_id not in parents and run_id not in ended:
             trial_requests += 1
+            if path.endswith("/runs/update") and payload.get("status") in ("FINISHED", "KILLED", "FAILED"):
+                ended.add(run_id)
     return len(bodies), trial_requests, dict(sorted(per_endpoint.items(), key=lambda kv: -kv[1]))

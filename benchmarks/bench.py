@@ -1,9 +1,10 @@
-"""Does a runner sweep cost less than the Optuna loop it replaces? (issue 5)
+"""Does a runner sweep cost less than the Optuna loop it replaces? (issues 5 and 15)
 
-Runs every variant (bare, bare-reuse, runner-local, runner-server, runner-cached),
-alternating, --reps times each, and prints a table of medians (min-max) with ratios to
-`bare` measured in the same run. What each variant is and what is measured:
-benchmarks/README.md.
+Runs every variant (bare, bare-reuse, bare-fluent, runner-local, runner-server,
+runner-cached), alternating, --reps times each, and prints a table of medians (min-max),
+each variant timed twice: its loop and its whole process (spawn to exit), with ratios to
+`bare` and `bare-reuse` measured in the same run. What each variant is and what is
+measured: benchmarks/README.md.
 
   python benchmarks/bench.py                       # the full workload, 3 reps
   python benchmarks/bench.py --reps 5 --out bench.md --json bench.json
@@ -31,9 +32,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks._measure import Proc, load_average, run_measured  # noqa: E402
-from benchmarks._report import Result, machine, render, summarize, targets  # noqa: E402
+from benchmarks._report import Result, machine, render, summarize  # noqa: E402
+from benchmarks._targets import comparisons, targets  # noqa: E402
 
-VARIANTS = ("bare", "bare-reuse", "runner-local", "runner-server", "runner-cached")
+VARIANTS = ("bare", "bare-reuse", "bare-fluent", "runner-local", "runner-server", "runner-cached")
 
 
 def _env() -> Dict[str, str]:
@@ -42,6 +44,8 @@ def _env() -> Dict[str, str]:
     env = dict(os.environ)
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", PARENT_RUN_ID, "HYDRA_FULL_ERROR"):
         env.pop(key, None)
+    # runner turns MLflow's usage telemetry off itself; the fluent hand loop gets the same.
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return env
 
@@ -59,6 +63,7 @@ class Bench:
         self.results: List[Result] = []
         self.cold: Dict[str, List[float]] = {"runner --help": [], "import mlflow, optuna, lightgbm": []}
         self.tracking_dir = self.work / "mlruns"
+        self.tracking_uri = f"sqlite:///{self.tracking_dir / 'mlflow.db'}"
 
     def log(self, text: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
@@ -93,7 +98,7 @@ class Bench:
             # The search space (conf/sweep/lightgbm.yaml) and split (conf/data/synthetic.yaml),
             # parsed here once so the measured bare child does not import Hydra.
             self.workload_path.write_text(json.dumps(workload(), indent=1))
-        if any(v in a.variants for v in ("runner-local", "runner-cached")):
+        if any(v in a.variants for v in ("bare-fluent", "runner-local", "runner-cached")):
             # The tracking store exists before the sweeps, as on any machine that ran runner
             # before: its one-time creation (SQLite migrations) is not part of a sweep.
             self.log("creating the local tracking store")
@@ -101,9 +106,7 @@ class Bench:
                 "from mlflow import MlflowClient; import sys; "
                 "MlflowClient(tracking_uri=sys.argv[1]).search_experiments()"
             )
-            jobs["store"] = self._spawn(
-                [sys.executable, "-c", code, f"sqlite:///{self.tracking_dir / 'mlflow.db'}"], "setup-store"
-            )
+            jobs["store"] = self._spawn([sys.executable, "-c", code, self.tracking_uri], "setup-store")
         if "runner-server" in a.variants:
             from benchmarks._servers import CountingProxy, MlflowServer
 
@@ -126,6 +129,13 @@ class Bench:
         with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
             return subprocess.Popen(cmd, cwd=folder, env=self.env, stdout=out, stderr=err), folder
 
+    def _profiled(self, cmd: List[str], cwd: Path) -> List[str]:
+        """--profile: the same command under cProfile (every thread), its stats in
+        <cwd>/profile.pstats; read call counts, the profiler distorts the timings."""
+        if not self.a.profile:
+            return cmd
+        return [cmd[0], str(SCRIPT.parent / "_profile.py"), str(cwd / "profile.pstats"), *cmd[1:]]
+
     def teardown(self) -> None:
         if self.proxy is not None:
             self.proxy.stop()
@@ -142,40 +152,29 @@ class Bench:
 
     def run_bare(self, variant: str, rep: int) -> Result:
         a = self.a
-        cmd = [
-            sys.executable,
-            str(SCRIPT),
-            "--child",
-            "bare",
-            "--parquet",
-            str(self.bare_parquet),
-            "--workload",
-            str(self.workload_path),
-            "--trials",
-            str(a.trials),
-            "--rounds",
-            str(a.rounds),
-            "--threads",
-            str(a.threads),
-        ]
-        if variant == "bare-reuse":
+        cmd = [sys.executable, str(SCRIPT), "--child", "bare", "--parquet", str(self.bare_parquet)]
+        cmd += ["--workload", str(self.workload_path), "--trials", str(a.trials), "--rounds", str(a.rounds)]
+        cmd += ["--threads", str(a.threads)]
+        if variant in ("bare-reuse", "bare-fluent"):
             cmd.append("--reuse")
-        p = run_measured(cmd, self.work / f"{variant}-{rep}", self.env)
+        if variant == "bare-fluent":  # the same local store as runner-local, an experiment per rep
+            cmd += ["--tracking-uri", self.tracking_uri, "--experiment", f"bench-{variant}-{rep}"]
+        p = run_measured(self._profiled(cmd, self.work / f"{variant}-{rep}"), self.work / f"{variant}-{rep}", self.env)
         self._check(p, variant)
         out = json.loads(p.stdout.strip().splitlines()[-1])
         return Result(
             variant,
             rep,
-            out["loop_seconds"],
-            p.wall,
-            out["trials"],
-            out["best_auc"],
-            p.peak_tree,
-            p.peak_main,
+            loop=out["loop_seconds"],
+            process=p.wall,
+            trials=out["trials"],
+            best_auc=out["best_auc"],
+            peak_tree=p.peak_tree,
+            peak_main=p.peak_main,
             feature_queries=0,
-            note="features in memory",
-            trial_loop=out["loop_seconds"],
             trial_seconds=out["trial_seconds"],
+            startup=out["first_trial_start"] - p.spawned,
+            teardown=p.spawned + p.wall - out["last_trial_end"],
         )
 
     def runner_cmd(self, extra: List[str]) -> List[str]:
@@ -211,24 +210,27 @@ class Bench:
             self.proxy.reset_counts()
         else:
             extra += [f"tracker.dir={self.tracking_dir}", f"tracker.experiment=bench-{variant}-{rep}"]
-        p = run_measured(self.runner_cmd(extra), cwd, self.env)
+        p = run_measured(self._profiled(self.runner_cmd(extra), cwd), cwd, self.env)
         self._check(p, variant)
         m = re.search(r"(\d+) feature queries", p.stdout)
-        best, trials = self._study(cwd / ".runner" / "optuna" / "bench.db")
+        loop = re.search(r"trial loop ([\d.]+)s", p.stdout)
+        if loop is None:
+            raise SystemExit(f"bench: {variant} printed no 'trial loop Xs':\n{p.stdout[-2000:]}")
+        best, trials, first, last = self._study(cwd / ".runner" / "optuna" / "bench.db")
         r = Result(
             variant,
             rep,
-            p.wall,
-            p.wall,
-            trials,
-            best,
-            p.peak_tree,
-            p.peak_main,
+            loop=float(loop.group(1)),
+            process=p.wall,
+            trials=trials,
+            best_auc=best,
+            peak_tree=p.peak_tree,
+            peak_main=p.peak_main,
             feature_queries=int(m.group(1)) if m else None,
+            trial_seconds=[float(x) for x in re.findall(r"\] trial \d+ .*? in ([\d.]+)s \|", p.stderr)],
+            startup=first - p.spawned,
+            teardown=p.spawned + p.wall - last,
         )
-        loop = re.search(r"trial loop ([\d.]+)s", p.stdout)
-        r.trial_loop = float(loop.group(1)) if loop else None
-        r.trial_seconds = [float(x) for x in re.findall(r"\] trial \d+ .*? in ([\d.]+)s \|", p.stderr)]
         if variant == "runner-server":
             from benchmarks._servers import count_requests
 
@@ -236,12 +238,15 @@ class Bench:
         return r
 
     def _study(self, path: Path):
+        """best value, COMPLETE trials, first trial's start and last trial's end (epoch s)."""
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.load_study(study_name="bench", storage=f"sqlite:///{path}")
         done = [t for t in study.trials if t.state.name == "COMPLETE"]
-        return (study.best_value if done else None), len(done)
+        first = min(t.datetime_start for t in study.trials).timestamp()
+        last = max(t.datetime_complete for t in study.trials if t.datetime_complete).timestamp()
+        return (study.best_value if done else None), len(done), first, last
 
     def cold_start(self) -> None:
         cmds = {
@@ -266,7 +271,8 @@ class Bench:
                     r = self.run_bare(variant, rep) if variant.startswith("bare") else self.run_runner(variant, rep)
                     self.results.append(r)
                     self.log(
-                        f"  {variant}: {r.wall:.1f}s, best auc {r.best_auc}, peak rss {r.peak_tree / 2**20:.0f} MB"
+                        f"  {variant}: loop {r.loop:.1f}s, process {r.process:.1f}s, best auc {r.best_auc}, "
+                        f"peak rss {r.peak_tree / 2**20:.0f} MB"
                         + (
                             f", {r.requests_total} requests ({r.requests_trials} for trials)"
                             if r.requests_total is not None
@@ -306,12 +312,19 @@ def parse(argv=None):
     p.add_argument("--json", help="write every measurement as JSON to this file")
     p.add_argument("--workdir", help="keep everything under this folder (default: a temp folder, removed)")
     p.add_argument("--keep", action="store_true", help="keep the temp folder")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="run every variant under cProfile (<workdir>/<variant>-<rep>/profile.pstats); timings then mean nothing",
+    )
     # internal: the child processes of the bare variants
     p.add_argument("--child", choices=("bare", "pull"), help=argparse.SUPPRESS)
     p.add_argument("--parquet", help=argparse.SUPPRESS)
     p.add_argument("--workload", help=argparse.SUPPRESS)
     p.add_argument("--reuse", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)
+    p.add_argument("--tracking-uri", help=argparse.SUPPRESS)
+    p.add_argument("--experiment", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in args.variants if v not in VARIANTS]
@@ -339,9 +352,10 @@ def main(argv=None) -> int:
     rows = summarize(bench.results, args.variants, args.trials)
     checks = targets(rows, bench.cold)
     info = machine()
-    print(render(rows, checks, bench.cold, info, args, load, markdown=False), flush=True)
+    notes = comparisons(rows)
+    print(render(rows, checks, bench.cold, info, args, load, markdown=False, notes=notes), flush=True)
     if args.out:
-        Path(args.out).write_text(render(rows, checks, bench.cold, info, args, load, markdown=True))
+        Path(args.out).write_text(render(rows, checks, bench.cold, info, args, load, markdown=True, notes=notes))
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -349,10 +363,13 @@ def main(argv=None) -> int:
                     "args": {
                         k: v
                         for k, v in vars(args).items()
-                        if not k.startswith(("child", "parquet", "workload", "reuse", "cache"))
+                        if not k.startswith(
+                            ("child", "parquet", "workload", "reuse", "cache", "tracking", "experiment")
+                        )
                     },
                     "rows": rows,
                     "targets": checks,
+                    "comparisons": notes,
                     "cold_start": bench.cold,
                     "machine": info,
                     "load": load,

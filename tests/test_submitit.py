@@ -63,6 +63,8 @@ def base_args(postgres, mlflow_server, study: str, experiment: str, cache_dir: P
         "sweep=lightgbm",
         *SMALL,
         "hydra/launcher=submitit_local",
+        # Pruning on (the default is none), so every job reports its rounds to the study.
+        "hydra/sweeper/pruner=median",
         f"hydra.sweeper.n_jobs={N_JOBS}",
         f"hydra.sweeper.n_trials={n_trials}",
         f"hydra.sweeper.storage={storage}",
@@ -82,8 +84,8 @@ def base_args(postgres, mlflow_server, study: str, experiment: str, cache_dir: P
 def submitit_sweep(postgres, mlflow_server, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("submitit_sweep")
     study, experiment = unique("study"), unique("submitit")
-    # The default median pruner (5 startup trials) prunes none of 4, but every job reports its
-    # rounds to the study from its own process.
+    # The median pruner (5 startup trials) prunes none of 4, but every job reports its rounds
+    # to the study from its own process.
     proc = sweep(cwd, base_args(postgres, mlflow_server, study, experiment, cwd / "cache"))
     return dict(
         cwd=cwd,

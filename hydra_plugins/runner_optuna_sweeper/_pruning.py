@@ -49,12 +49,12 @@ class PruningCallback:
         return None
 
     def __call__(self, env) -> None:
-        import optuna
-
         if self.stop is not None and self.stop.is_set():
             raise SweepStopped("the sweep is stopping")
-        if not self.prune:
+        if not self.prune:  # NopPruner: no report, no storage write per round
             return
+        import optuna
+
         step = env.iteration + 1
         if step % self.every:
             return

@@ -79,6 +79,7 @@ def reference(model_uri: str, store: str, raw: pd.DataFrame) -> pd.Series:
     """What the model predicts for raw rows (by entity), loaded as users load it."""
     import mlflow
 
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(store)
     mlflow.set_registry_uri(store)
     try:
@@ -87,6 +88,10 @@ def reference(model_uri: str, store: str, raw: pd.DataFrame) -> pd.Series:
     finally:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
+        # set_registry_uri(None) leaves MLFLOW_REGISTRY_URI in os.environ (MLflow 3.17): later
+        # tests' runner processes would inherit this store as their registry.
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
     return pd.Series(values, index=raw["CUSTOMER_ID"].astype("int64").to_numpy())
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Optional
+import threading
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 
 class Interrupted(KeyboardInterrupt):
@@ -42,6 +44,8 @@ class Interrupts:
         self.received: Optional[int] = None  # the first signal's number
         # What was kept, said by the layer that ended it (the run, the sweep), for the one line.
         self.kept: Optional[str] = None
+        self._held = 0  # > 0: the main thread is in a step a signal must not cut (see deferred)
+        self._pending: Optional[int] = None
 
     def install(self) -> None:
         # A SIGINT ignored at start (a background job of a non-interactive shell) stays ignored.
@@ -53,7 +57,30 @@ class Interrupts:
         if self.received is not None:
             os._exit(128 + signum)  # the second signal: at once
         self.received = signum
+        if self._held:
+            self._pending = signum  # raised when the step is done (Gate.open, or the block's end)
+            return
         raise Interrupted(signum)
+
+    @contextmanager
+    def deferred(self) -> Iterator[Gate]:
+        """In the main thread, a first signal waits while the gate is shut: from the block's
+        start until gate.open(), and again from gate.shut() to the block's end, where it is
+        raised. For steps that must not be cut in half, e.g. a run created on the tracking
+        server but not yet inside the try that ends it, or the request that ends it. A
+        second signal still exits at once. Elsewhere (other threads) a no-op."""
+        gate = Gate(self if threading.current_thread() is threading.main_thread() else None)
+        gate.shut()
+        try:
+            yield gate
+        finally:
+            gate.open()
+
+    def _release(self) -> None:
+        self._held -= 1
+        if not self._held and self._pending is not None:
+            signum, self._pending = self._pending, None
+            raise Interrupted(signum)
 
     def keep(self, text: str, outer: bool = False) -> None:
         """Record what was kept; the outermost layer (the sweep) overrides a trial's run."""
@@ -63,6 +90,26 @@ class Interrupts:
     def reset(self) -> None:
         self.received = None
         self.kept = None
+        self._held = 0
+        self._pending = None
+
+
+class Gate:
+    """Interrupts.deferred's gate: shut, a signal waits; open() raises one that came."""
+
+    def __init__(self, owner: Optional[Interrupts]) -> None:
+        self.owner = owner
+        self.is_shut = False
+
+    def shut(self) -> None:
+        if self.owner is not None and not self.is_shut:
+            self.is_shut = True
+            self.owner._held += 1
+
+    def open(self) -> None:
+        if self.owner is not None and self.is_shut:
+            self.is_shut = False
+            self.owner._release()
 
 
 INTERRUPTS = Interrupts()

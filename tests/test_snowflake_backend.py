@@ -301,8 +301,8 @@ def test_materialize_table_is_computed_once_and_read_by_later_pulls(warehouse, e
     import pandas.testing
 
     pandas.testing.assert_frame_equal(
-        plain.table.sort_by("CUSTOMER_ID").to_pandas(),
-        second.table.sort_by("CUSTOMER_ID").to_pandas(),
+        plain.table.read().sort_by("CUSTOMER_ID").to_pandas(),
+        second.table.read().sort_by("CUSTOMER_ID").to_pandas(),
         check_exact=False,
     )
 

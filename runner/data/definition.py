@@ -8,7 +8,7 @@ DataFrame), plus data.entity_key and data.label.
 from __future__ import annotations
 
 import re
-from typing import List
+from typing import Any, Iterable, Iterator, List
 
 from ..errors import ConfigError, DataError, WarehouseError
 from .sql import snapshot_timestamp
@@ -125,10 +125,28 @@ def find_column(names: List[str], wanted: str, setting: str) -> str:
     raise DataError(f"{setting}={wanted!r} is not a column of the feature result (columns: {', '.join(names)})")
 
 
+EMPTY_RESULT = "the feature result is empty: check data.table / data.query / data.features and the filters they apply"
+
+
 def check_frame(table, data_cfg) -> None:
     if table.num_rows == 0:
-        raise DataError(
-            "the feature result is empty: check data.table / data.query / data.features and the filters they apply"
-        )
-    find_column(table.column_names, data_cfg.entity_key, "data.entity_key")
-    find_column(table.column_names, data_cfg.label, "data.label")
+        raise DataError(EMPTY_RESULT)
+    check_columns(table.column_names, data_cfg)
+
+
+def check_columns(names: List[str], data_cfg) -> None:
+    find_column(names, data_cfg.entity_key, "data.entity_key")
+    find_column(names, data_cfg.label, "data.label")
+
+
+def checked_batches(batches: Iterable[Any], data_cfg) -> Iterator[Any]:
+    """`batches` of a result as they stream in, refused before the first one is stored if
+    the result lacks data.entity_key or data.label, and at the end if it has no rows."""
+    rows = 0
+    for i, batch in enumerate(batches):
+        if i == 0:
+            check_columns(batch.schema.names, data_cfg)
+        rows += batch.num_rows
+        yield batch
+    if rows == 0:
+        raise DataError(EMPTY_RESULT)

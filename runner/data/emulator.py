@@ -47,7 +47,8 @@ def _die_with_parent() -> None:
 def fakesnow_server(
     port: Optional[int] = None, timeout: float = 20.0, while_starting: Optional[Callable[[], object]] = None
 ) -> Iterator[int]:
-    """Run `python -m fakesnow -s` on loopback in its own process group; yield its port.
+    """Run fakesnow on loopback in its own process group; yield its port. It answers large
+    results in chunks, as Snowflake does (runner/data/emulator_server.py).
 
     while_starting runs as soon as the process is spawned (its start takes ~1.5 s).
     fakesnow makes a temp folder at import and never removes it (one per run, in /tmp):
@@ -57,7 +58,7 @@ def fakesnow_server(
     _remove_orphan_scratch()
     scratch = tempfile.mkdtemp(prefix=f"runner-fakesnow-{os.getpid()}-")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakesnow", "-s", "--host", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "runner.data.emulator_server", "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

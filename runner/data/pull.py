@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 import time
-from typing import List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
-from ..errors import WarehouseError
+from ..errors import CacheError, WarehouseError
 from .cache import FeatureCache, cache_key
-from .definition import MATERIALIZED_PREFIX, build_frame, check_frame, frame_sql, sql_error
+from .definition import MATERIALIZED_PREFIX, build_frame, check_frame, checked_batches, frame_sql, sql_error
 from .featureset import FeatureSet
 from .offline import config_digest, embedded_digest
 from .sql import snapshot_timestamp, source_tables, time_travel_sql
@@ -86,19 +86,7 @@ def load_features(wh, data_cfg, cache: FeatureCache, query_tag: Optional[str] = 
                 # Another process may have filled the entry while we waited.
                 hit = None if data_cfg.refresh else cache.get(key)
                 if hit is None:
-                    if materialize == "table":
-                        table, feature_ids = _pull_materialized(
-                            wh, frame, setting, source["materialized"], data_cfg.refresh, history
-                        )
-                    else:
-                        table = _pull(frame, setting)
-                        feature_ids = [
-                            q.query_id
-                            for q in history.queries
-                            if q.sql_text.strip() == frame.queries["queries"][-1].strip()
-                        ]
-                    check_frame(table, data_cfg)
-                    cache.put(key, table, {"query_ids": feature_ids, "source": source})
+                    table, feature_ids = _fill(wh, cache, key, frame, setting, source, data_cfg, history)
     cache.remember(config_digest(data_cfg), key)
     if (digest := embedded_digest(data_cfg)) is not None:
         cache.remember(digest, key)
@@ -122,15 +110,39 @@ def load_features(wh, data_cfg, cache: FeatureCache, query_tag: Optional[str] = 
     )
 
 
-def _pull(frame, setting: str):
+def _fill(wh, cache: FeatureCache, key: str, frame, setting: str, source, data_cfg, history):
+    """Pull the result into cache entry `key` batch by batch, then read it back from there:
+    the whole result is never in memory twice. Returns (table, feature query ids)."""
+    feature_ids: List[str] = []
+    if source.get("materialized"):
+        batches, feature_ids = _pull_materialized(wh, frame, setting, source["materialized"], data_cfg.refresh, history)
+    else:
+        batches = _pull(frame, f"data.{setting}: the feature query failed in the warehouse")
+    last = frame.queries["queries"][-1].strip()
+
+    def meta() -> Dict[str, Any]:
+        if not source.get("materialized"):  # the query has run once its batches are in
+            feature_ids[:] = [q.query_id for q in history.queries if q.sql_text.strip() == last]
+        return {"query_ids": feature_ids, "source": source}
+
+    cache.put(key, checked_batches(batches, data_cfg), meta)
+    entry = cache.get(key)
+    if entry is None:
+        raise CacheError(f"data.cache_dir={cache.setting!r}: the entry just written cannot be read back")
+    return entry[0], feature_ids
+
+
+def _pull(frame, what: str) -> Iterator[Any]:
+    """The frame's result as Arrow tables, one per result chunk the connector downloads
+    (Snowpark's to_arrow_batches), never the whole result at once; a warehouse error,
+    at the query or mid-download, as a WarehouseError starting with `what`."""
+    from snowflake.connector.errors import Error as ConnectorError
     from snowflake.snowpark.exceptions import SnowparkClientException
 
     try:
-        return frame.to_arrow()
-    except SnowparkClientException as exc:
-        raise WarehouseError(
-            f"data.{setting}: the feature query failed in the warehouse: {sql_error(exc)}{_time_travel_hint(exc)}"
-        ) from None
+        yield from frame.to_arrow_batches()
+    except (SnowparkClientException, ConnectorError) as exc:
+        raise WarehouseError(f"{what}: {sql_error(exc)}{_time_travel_hint(exc)}") from None
 
 
 def _time_travel_hint(exc) -> str:
@@ -146,7 +158,7 @@ def _time_travel_hint(exc) -> str:
 def _pull_materialized(wh, frame, setting: str, name: str, refresh: bool, history):
     """Write the feature query once to table `name` (CTAS), then read that table.
 
-    Returns (arrow table, query ids of the feature computation: empty when the table
+    Returns (the table's Arrow batches, query ids of the feature computation: empty when the table
     already existed, i.e. another worker or an earlier run computed the joins).
     """
     from snowflake.snowpark.exceptions import SnowparkClientException
@@ -176,10 +188,7 @@ def _pull_materialized(wh, frame, setting: str, name: str, refresh: bool, histor
                 "on the schema; or set data.materialize=none)"
             ) from None
         feature_ids = [q.query_id for q in history.queries[seen:] if "CREATE" in q.sql_text.upper()]
-    try:
-        return session.table(name).to_arrow(), feature_ids
-    except SnowparkClientException as exc:
-        raise WarehouseError(f"data.materialize=table: cannot read {name}: {sql_error(exc)}") from None
+    return _pull(session.table(name), f"data.materialize=table: cannot read {name}"), feature_ids
 
 
 _MATERIALIZED_COMMENT = "runner feature table (data.materialize=table), named by its cache key; safe to drop"

@@ -62,75 +62,83 @@ def run_job(
     validate(cfg.data)
     tracker = tracker or Tracker(cfg.tracker)
     tags = {**base_tags(cfg, hooks.overrides), **hooks.tags}
-    run_id = tracker.start_run(hooks.run_name or cfg.get("run_name"), tags, parent_run_id=parent_run_id)
-    if hooks.on_run:
-        hooks.on_run(run_id)
-    status = "FAILED"
-    run_tags: Dict[str, Any] = {}
-    try:
-        features, prepared = prepared_data(cfg, query_tag=f"runner run_id={run_id}")
-        run_tags.update(_feature_tags(features, prepared.objective))
-        result = train(prepared, cfg.model, callbacks=hooks.callbacks)
-        metrics = dict(result.metrics)
-        metrics.update({f"rows_{k}": float(v) for k, v in prepared.sizes.items()})
-        metrics["features_seconds"] = features.seconds
-        run_tags.update(hooks.tags_at_end("FINISHED"))
-        tracker.log(run_id, params=flatten(OmegaConf.to_container(cfg, resolve=True)), metrics=metrics, tags=run_tags)
-        kill_point("trial")  # test hook: logged, run not ended yet
-        if hooks.log_config:  # what `python -m runner.rerun` reads (the overrides: tag runner.overrides)
-            tracker.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
-        model_uri = None
-        if hooks.log_model if hooks.log_model is not None else cfg.tracker.log_model:
-            tracker.log_text(run_id, json.dumps(overrides(hooks.overrides), indent=1), "config/overrides.json")
-            _log_artifacts(tracker, run_id, cfg, features, prepared, result.booster)
-            model_uri = tracker.log_model(run_id, result.booster, prepared)  # takes raw rows
-        status = "FINISHED"
-        return JobResult(
-            run_id,
-            result.metrics,
-            features,
-            headline(prepared.objective),
-            time.perf_counter() - started,
-            model_uri,
-            booster=result.booster,
-            prepared=prepared,
-            parent_run_id=parent_run_id,
-            overrides=overrides(hooks.overrides),
-        )
-    except BaseException as exc:
-        owned = hooks.owned_status(exc)
-        if owned is not None:
-            status = owned
-            _try_log(
-                tracker,
-                run_id,
-                params=flatten(OmegaConf.to_container(cfg, resolve=True)),
-                tags={**run_tags, **hooks.tags_at_end(owned, exc)},
-            )
-        elif isinstance(exc, KeyboardInterrupt):  # Ctrl-C / SIGTERM: the user stopped it
-            status = "KILLED"
-            stop = as_interrupted(exc)
-            _try_log(
-                tracker, run_id, tags={"runner.interrupted": stop.name, **run_tags, **hooks.tags_at_end("KILLED", exc)}
-            )
-            INTERRUPTS.keep(f"run {run_id} ended KILLED")
-        else:
-            message = first_line(exc) if str(exc) else type(exc).__name__
-            _try_log(
-                tracker,
-                run_id,
-                tags={
-                    "runner.error": f"{type(exc).__name__}: {message}",
-                    **run_tags,
-                    **hooks.tags_at_end("FAILED", exc),
-                },
-            )
-        raise
-    finally:
+    with INTERRUPTS.deferred() as gate:
+        # A signal waits until the run exists and this try ends it, and while it is ended.
+        run_id = tracker.start_run(hooks.run_name or cfg.get("run_name"), tags, parent_run_id=parent_run_id)
+        if hooks.on_run:
+            hooks.on_run(run_id)
+        status = "FAILED"
+        run_tags: Dict[str, Any] = {}
         try:
-            tracker.end(run_id, status)
-        except RunnerError as exc:
-            log.error("%s", exc)
+            gate.open()
+            features, prepared = prepared_data(cfg, query_tag=f"runner run_id={run_id}")
+            run_tags.update(_feature_tags(features, prepared.objective))
+            result = train(prepared, cfg.model, callbacks=hooks.callbacks)
+            metrics = dict(result.metrics)
+            metrics.update({f"rows_{k}": float(v) for k, v in prepared.sizes.items()})
+            metrics["features_seconds"] = features.seconds
+            run_tags.update(hooks.tags_at_end("FINISHED"))
+            tracker.log(
+                run_id, params=flatten(OmegaConf.to_container(cfg, resolve=True)), metrics=metrics, tags=run_tags
+            )
+            kill_point("trial")  # test hook: logged, run not ended yet
+            if hooks.log_config:  # what `python -m runner.rerun` reads (the overrides: tag runner.overrides)
+                tracker.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+            model_uri = None
+            if hooks.log_model if hooks.log_model is not None else cfg.tracker.log_model:
+                tracker.log_text(run_id, json.dumps(overrides(hooks.overrides), indent=1), "config/overrides.json")
+                _log_artifacts(tracker, run_id, cfg, features, prepared, result.booster)
+                model_uri = tracker.log_model(run_id, result.booster, prepared)  # takes raw rows
+            status = "FINISHED"
+            return JobResult(
+                run_id,
+                result.metrics,
+                features,
+                headline(prepared.objective),
+                time.perf_counter() - started,
+                model_uri,
+                booster=result.booster,
+                prepared=prepared,
+                parent_run_id=parent_run_id,
+                overrides=overrides(hooks.overrides),
+            )
+        except BaseException as exc:
+            owned = hooks.owned_status(exc)
+            if owned is not None:
+                status = owned
+                _try_log(
+                    tracker,
+                    run_id,
+                    params=flatten(OmegaConf.to_container(cfg, resolve=True)),
+                    tags={**run_tags, **hooks.tags_at_end(owned, exc)},
+                )
+            elif isinstance(exc, KeyboardInterrupt):  # Ctrl-C / SIGTERM: the user stopped it
+                status = "KILLED"
+                stop = as_interrupted(exc)
+                _try_log(
+                    tracker,
+                    run_id,
+                    tags={"runner.interrupted": stop.name, **run_tags, **hooks.tags_at_end("KILLED", exc)},
+                )
+                INTERRUPTS.keep(f"run {run_id} ended KILLED")
+            else:
+                message = first_line(exc) if str(exc) else type(exc).__name__
+                _try_log(
+                    tracker,
+                    run_id,
+                    tags={
+                        "runner.error": f"{type(exc).__name__}: {message}",
+                        **run_tags,
+                        **hooks.tags_at_end("FAILED", exc),
+                    },
+                )
+            raise
+        finally:
+            gate.shut()
+            try:
+                tracker.end(run_id, status)
+            except RunnerError as exc:
+                log.error("%s", exc)
 
 
 def _feature_tags(features: FeatureSet, objective: str) -> Dict[str, Any]:

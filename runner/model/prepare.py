@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..data.definition import find_column
+from ..data.entry import give_back
 from ..data.split import split_labels
 from ..errors import ConfigError, DataError
 from .metrics import OBJECTIVES
@@ -37,39 +38,55 @@ def prepare(table, data_cfg, objective: str) -> Prepared:
     """Split the feature table by entity hash and encode label and categories."""
     if objective not in OBJECTIVES:
         raise ConfigError(f"model.params.objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    import pandas as pd
+    import pyarrow.compute as pc
+
     names = table.column_names
     key_col = find_column(names, data_cfg.entity_key, "data.entity_key")
     label_col = find_column(names, data_cfg.label, "data.label")
     drop = {find_column(names, d, f"data.drop[{i}]") for i, d in enumerate(data_cfg.drop)}
-    # Warehouses return rows in no fixed order: sort by entity so training does not depend
-    # on it (LightGBM's float sums follow row order). Arrow sorts (stable, nulls last, as
-    # pandas' stable sort) and hands its buffers over column by column: with the caller's
-    # reference gone (FeatureSet.take_table) the rows are in memory twice at most, not four
-    # times (pull, frame, sorted frame, features).
-    table = table.sort_by([(key_col, "ascending")])
-    frame = table.to_pandas(split_blocks=True, self_destruct=True)
-    del table
-    keys = frame.pop(key_col)
-    label = frame.pop(label_col)
-    for col in drop:
-        del frame[col]
-    y, classes = encode_label(label, objective, data_cfg.label)
-    X = frame
-    kinds = {col: kind_of(X[col]) for col in X.columns}
-    categories = encode_features(X)
-    if X.shape[1] == 0:
+    features = [c for c in names if c not in {key_col, label_col} | drop]
+    if not features:
         raise DataError("the feature result has no feature columns besides data.entity_key and data.label")
-    keys = keys.to_numpy()
+    # Warehouses return rows in no fixed order: sort by entity so training does not depend
+    # on it (LightGBM's float sums follow row order). Arrow's sort is stable, nulls last.
+    # The rows are taken by index, column by column, into one float64 matrix per split
+    # (column-major, which LightGBM reads without a copy). `table` is a pyarrow Table or a
+    # cache Entry (runner/data/entry.py), which reads one column at a time: then the rows are
+    # in memory once, plus a column.
+    key_values = table[key_col]  # a cache entry reads each column as it is asked for
+    order = pc.sort_indices(key_values).to_numpy()
+    keys = key_values.take(order).to_pandas().to_numpy()
+    del key_values
+    y, classes = encode_label(table[label_col].take(order).to_pandas(), objective, data_cfg.label)
     which = split_labels(keys, data_cfg.split.valid, data_cfg.split.test, data_cfg.split.salt)
-    parts = {}
+    rows, masks = {}, {}
     for name in ("train", "valid", "test"):
-        mask = which == name
-        if mask.sum() == 0:
+        masks[name] = which == name
+        if not masks[name].any():
             raise DataError(
-                f"the {name} split is empty ({len(X)} rows): add rows or change data.split.valid / data.split.test"
+                f"the {name} split is empty ({len(keys)} rows): add rows or change data.split.valid / data.split.test"
             )
-        parts[name] = (X[mask].reset_index(drop=True), y[mask], keys[mask])
-    return Prepared(objective, list(X.columns), list(categories), parts, classes, categories, kinds)
+        rows[name] = order[masks[name]]
+    matrices = {name: np.empty((len(r), len(features)), dtype=np.float64, order="F") for name, r in rows.items()}
+    kinds: Dict[str, str] = {}
+    categories: Dict[str, List[str]] = {}
+    for j, col in enumerate(features):
+        values = table[col].to_pandas()
+        kinds[col] = kind_of(values)
+        encoded, cats = encode_feature(values, col)
+        if cats is not None:
+            categories[col] = cats
+        for name, r in rows.items():
+            np.take(encoded, r, out=matrices[name][:, j])
+        del values, encoded
+    del table
+    give_back()
+    parts = {
+        name: (pd.DataFrame(matrices.pop(name), columns=features, copy=False), y[masks[name]], keys[masks[name]])
+        for name in ("train", "valid", "test")
+    }
+    return Prepared(objective, features, list(categories), parts, classes, categories, kinds)
 
 
 def encode_label(label, objective: str, name: str) -> Tuple[np.ndarray, Optional[List[Any]]]:
@@ -104,8 +121,8 @@ def encode_label(label, objective: str, name: str) -> Tuple[np.ndarray, Optional
     return label.astype(float).to_numpy(), None
 
 
-def encode_features(X) -> Dict[str, List[str]]:
-    """Turn every feature column of frame X into float64, in place; return the categories.
+def encode_feature(values, col: str) -> Tuple[np.ndarray, Optional[List[str]]]:
+    """One feature column (a pandas Series) as float64 and its categories (None unless text).
 
     Text columns become integer codes over their sorted values (nulls stay missing); the
     code -> value map is returned (logged, and carried by the logged model, which encodes raw
@@ -114,18 +131,23 @@ def encode_features(X) -> Dict[str, List[str]]:
     """
     import pandas as pd
 
+    kind = kind_of(values)
+    if kind == "category":
+        if pd.api.types.is_datetime64_any_dtype(values.dtype) or isinstance(values.iloc[0], (pd.Timestamp,)):
+            raise DataError(
+                f"feature column {col!r} is a date/time: turn it into a number in the "
+                "feature definition (e.g. days since) or list it in data.drop"
+            )
+        categories = category_values(values)
+        return encode_column(values, kind, categories, col), categories
+    return encode_column(values, kind, None, col), None
+
+
+def encode_features(X) -> Dict[str, List[str]]:
+    """Every feature column of frame X as float64, in place (encode_feature); the categories."""
     categories: Dict[str, List[str]] = {}
     for col in X.columns:
-        dtype = X[col].dtype
-        kind = kind_of(X[col])
-        if kind == "category":
-            if pd.api.types.is_datetime64_any_dtype(dtype) or isinstance(X[col].iloc[0], (pd.Timestamp,)):
-                raise DataError(
-                    f"feature column {col!r} is a date/time: turn it into a number in the "
-                    "feature definition (e.g. days since) or list it in data.drop"
-                )
-            categories[col] = category_values(X[col])
-            X[col] = encode_column(X[col], kind, categories[col], col)
-        elif dtype != np.float64:
-            X[col] = encode_column(X[col], kind, None, col)
+        X[col], cats = encode_feature(X[col], col)
+        if cats is not None:
+            categories[col] = cats
     return categories

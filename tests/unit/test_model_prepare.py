@@ -84,3 +84,27 @@ def test_prepare_errors_name_the_setting():
         prepare(table, _cfg(), "binary")
     with pytest.raises(DataError, match="data.label='NOPE' is not a column"):
         prepare(table, _cfg(label="NOPE"), "binary")
+
+
+def test_each_split_is_one_float64_matrix_lightgbm_reads_without_a_copy():
+    n = 1000
+    rng = np.random.default_rng(1)
+    table = pa.table(
+        {
+            "ID": pa.chunked_array([np.arange(500, 1000), np.arange(500)]),  # chunks, unsorted
+            "I": rng.integers(0, 9, n),
+            "F": pa.array(np.where(rng.random(n) < 0.1, np.nan, rng.random(n))).cast(pa.float32()),
+            "B": rng.random(n) < 0.5,
+            "Y": rng.integers(0, 2, n),
+        }
+    )
+    prepared = prepare(table, _cfg(), "binary")
+    assert prepared.kinds == {"I": "integer", "F": "float", "B": "boolean"}
+    for name in ("train", "valid", "test"):
+        X, y, keys = prepared.parts[name]
+        matrix = X.to_numpy(dtype=np.float64, copy=False)  # what LightGBM takes from a frame
+        assert matrix.dtype == np.float64 and matrix.flags.f_contiguous
+        assert np.shares_memory(matrix, X.to_numpy(dtype=np.float64, copy=False))
+        rows = [int(np.flatnonzero(table["ID"].to_numpy() == k)[0]) for k in keys[:5]]
+        assert X["I"].tolist()[:5] == [float(table["I"][r].as_py()) for r in rows]
+        assert y.tolist()[:5] == [float(table["Y"][r].as_py()) for r in rows]

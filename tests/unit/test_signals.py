@@ -36,3 +36,51 @@ def test_the_sweep_says_what_was_kept_over_its_trial():
         assert INTERRUPTS.kept == "study 's' keeps 2/6 finished trials"
     finally:
         INTERRUPTS.reset()
+
+
+def _with_handlers(body):
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    INTERRUPTS.reset()
+    INTERRUPTS.install()
+    try:
+        body()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        INTERRUPTS.reset()
+
+
+def test_a_signal_waits_while_the_gate_is_shut_and_is_raised_when_it_opens():
+    import os
+
+    import pytest
+
+    def body():
+        steps = []
+        with pytest.raises(Interrupted) as got:
+            with INTERRUPTS.deferred() as gate:
+                os.kill(os.getpid(), signal.SIGTERM)  # e.g. while the run is being created
+                steps.append("created")  # not cut: the signal waits
+                gate.open()
+                steps.append("after open")  # never reached
+        assert steps == ["created"] and got.value.signum == signal.SIGTERM
+
+    _with_handlers(body)
+
+
+def test_a_signal_while_the_run_is_ended_is_raised_at_the_blocks_end():
+    import os
+
+    import pytest
+
+    def body():
+        steps = []
+        with pytest.raises(Interrupted):
+            with INTERRUPTS.deferred() as gate:
+                gate.open()
+                gate.shut()  # the finally that ends the run
+                os.kill(os.getpid(), signal.SIGINT)
+                steps.append("ended")
+        assert steps == ["ended"] and INTERRUPTS.received == signal.SIGINT
+
+    _with_handlers(body)

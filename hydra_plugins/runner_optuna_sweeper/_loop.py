@@ -73,9 +73,13 @@ def run_threads(
         # A thread still inside ask() (the storage may be busy with other workers) registers
         # its trial before this one ends what is left, so no trial is left RUNNING unowned.
         asking = budget.ask_lock.acquire(timeout=ASK_WAIT)
+        # ... and a thread creating its run registers it first (the trial's start_guard).
+        starting = ctx.run_lock.acquire(timeout=ASK_WAIT)
         try:
             end_unfinished(budget, tracker, budget.stop_reason)
         finally:
+            if starting:
+                ctx.run_lock.release()
             if asking:
                 budget.ask_lock.release()
         raise

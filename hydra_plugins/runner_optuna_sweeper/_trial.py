@@ -13,9 +13,10 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from omegaconf import DictConfig
 
@@ -43,6 +44,9 @@ class TrialContext:
     # The parent's artifact keeping the trials' base config (_lineage.keep_base_config); None
     # when a config group is searched: then each trial uploads its own config.
     base_config: Optional[str] = None
+    # Held while a trial creates its run and while an interrupted sweep ends the runs left:
+    # no trial starts a run the cleanup cannot see (_loop.end_unfinished).
+    run_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass
@@ -114,6 +118,13 @@ def execute_trial(trial, cfg: DictConfig, overrides: Sequence[str], ctx: TrialCo
         run_ids.append(run_id)
         trial.set_user_attr("mlflow_run_id", run_id)
 
+    @contextmanager
+    def start_guard() -> Iterator[None]:
+        with ctx.run_lock:
+            if ctx.stop is not None and ctx.stop.is_set():
+                raise SweepStopped("the sweep stopped before the trial's run started")
+            yield
+
     hooks = JobHooks(
         run_name=f"trial-{trial.number}",
         tags={
@@ -128,6 +139,7 @@ def execute_trial(trial, cfg: DictConfig, overrides: Sequence[str], ctx: TrialCo
         log_config=not ctx.base_config,
         overrides=list(overrides),
         on_run=on_run,
+        start_guard=start_guard,
         final_tags=final_tags_for(values_sampled),
         status_of=pruned_status,
     )

@@ -144,6 +144,7 @@ def read_entry(path: Path, size: int) -> Tuple[Entry, Dict[str, Any]]:
         for group in range(file.num_row_groups):
             for name in file.schema_arrow.names:
                 file.read_row_group(group, columns=[name])  # decoded and dropped: CRCs checked
+        give_back()
         return Entry(path, file), meta
     except (FileNotFoundError, MemoryError):
         raise

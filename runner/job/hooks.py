@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Sequence
 
@@ -13,7 +14,9 @@ class JobHooks:
     run_name/tags: the run's name and tags added at creation. callbacks: LightGBM callbacks.
     log_model: overrides tracker.log_model (a sweep uploads only the winner). overrides: the
     job's Hydra overrides when HydraConfig does not describe it (trials in threads).
-    on_run(run_id): called once the MLflow run exists. final_tags(status, exc): tags sent in
+    on_run(run_id): called once the MLflow run exists. start_guard(): a context manager held
+    while the run is created and on_run called (a sweeper's lock against its own cleanup,
+    which may refuse the start by raising). final_tags(status, exc): tags sent in
     the run's last log call (so a trial costs create + one batch + terminate). status_of(exc):
     the run status for an exception the caller raised on purpose (e.g. "KILLED" for a
     stopped trial); None lets the job end the run FAILED with a runner.error tag.
@@ -28,9 +31,13 @@ class JobHooks:
     log_model: Optional[bool] = None
     overrides: Optional[Sequence[str]] = None
     on_run: Optional[Callable[[str], None]] = None
+    start_guard: Optional[Callable[[], AbstractContextManager[Any]]] = None
     final_tags: Optional[Callable[[str, Optional[BaseException]], Dict[str, Any]]] = None
     status_of: Optional[Callable[[BaseException], Optional[str]]] = None
     log_config: bool = True
+
+    def starting(self) -> AbstractContextManager[Any]:
+        return self.start_guard() if self.start_guard else nullcontext()
 
     def tags_at_end(self, status: str, exc: Optional[BaseException] = None) -> Dict[str, Any]:
         return self.final_tags(status, exc) if self.final_tags else {}

@@ -64,9 +64,10 @@ def run_job(
     tags = {**base_tags(cfg, hooks.overrides), **hooks.tags}
     with INTERRUPTS.deferred() as gate:
         # A signal waits until the run exists and this try ends it, and while it is ended.
-        run_id = tracker.start_run(hooks.run_name or cfg.get("run_name"), tags, parent_run_id=parent_run_id)
-        if hooks.on_run:
-            hooks.on_run(run_id)
+        with hooks.starting():
+            run_id = tracker.start_run(hooks.run_name or cfg.get("run_name"), tags, parent_run_id=parent_run_id)
+            if hooks.on_run:
+                hooks.on_run(run_id)
         status = "FAILED"
         run_tags: Dict[str, Any] = {}
         try:

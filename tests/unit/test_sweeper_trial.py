@@ -159,3 +159,31 @@ def test_interrupt_is_not_swallowed(monkeypatch, trial, ctx):
     fake_job(monkeypatch, interrupt)
     with pytest.raises(KeyboardInterrupt):
         execute_trial(trial, CFG, [], ctx, tracker=None)
+
+
+def test_no_run_starts_once_the_sweep_stopped_nor_while_its_cleanup_holds_the_lock(monkeypatch, trial, ctx):
+    import threading
+
+    started = []
+
+    def run_job(cfg, *, tracker=None, parent_run_id=None, hooks=None):
+        with hooks.starting():  # what run_job holds around creating the run
+            started.append("run-1")
+            hooks.on_run("run-1")
+        return None
+
+    monkeypatch.setattr(runner.job, "run_job", run_job)
+    ctx.stop = threading.Event()
+    # The interrupted sweep's cleanup holds the lock: a trial about to create its run waits.
+    ctx.run_lock.acquire()
+    done = []
+    worker = threading.Thread(target=lambda: done.append(execute_trial(trial, CFG, [], ctx, tracker=None)))
+    worker.start()
+    worker.join(0.3)
+    assert worker.is_alive() and not started
+    ctx.stop.set()  # the sweep stopped; the cleanup ended what it saw and lets go
+    ctx.run_lock.release()
+    worker.join(5)
+    (outcome,) = done
+    assert not started and outcome.state == "FAIL" and outcome.run_id is None
+    assert "stopped before the trial's run started" in outcome.error

@@ -106,7 +106,7 @@ class FeatureCache:
     def _lock_path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.lock"
 
-    def get(self, key: str):
+    def get(self, key: str, decode: bool = True):
         """Return (table, meta) for a whole entry, or None (absent, or damaged: then reported and removed)."""
         path = self.path(key)
         for attempt in range(2):
@@ -118,7 +118,7 @@ class FeatureCache:
                 self._discard(self._lock_path(key), path, None, exc.strerror or first_line(exc), "entry")
                 return None
             try:
-                return read_entry(path, seen.st_size)
+                return read_entry(path, seen.st_size, decode)
             except FileNotFoundError:  # removed by another process since the stat
                 return None
             except Damaged as exc:

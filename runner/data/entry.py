@@ -128,10 +128,11 @@ class Entry:
         return self.read().equals(other.read() if isinstance(other, Entry) else other)
 
 
-def read_entry(path: Path, size: int) -> Tuple[Entry, Dict[str, Any]]:
+def read_entry(path: Path, size: int, decode: bool = True) -> Tuple[Entry, Dict[str, Any]]:
     """(entry, meta) of the entry file at path, or Damaged (saying why). Every page is
     decoded once here, a column chunk at a time, so a damaged page is found now (the entry
-    is a miss and pulled again), not halfway through a run."""
+    is a miss and pulled again), not halfway through a run; decode=False skips that pass
+    for an entry this process has just written (its pages are still checked when read)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -141,10 +142,11 @@ def read_entry(path: Path, size: int) -> Tuple[Entry, Dict[str, Any]]:
             raise Damaged(why)
         file = pq.ParquetFile(path, page_checksum_verification=True, pre_buffer=False)
         meta = _checked_meta(file.metadata.metadata or {}, file.metadata.num_rows, file.schema_arrow.names)
-        for group in range(file.num_row_groups):
-            for name in file.schema_arrow.names:
-                file.read_row_group(group, columns=[name])  # decoded and dropped: CRCs checked
-        give_back()
+        if decode:
+            for group in range(file.num_row_groups):
+                for name in file.schema_arrow.names:
+                    file.read_row_group(group, columns=[name])  # decoded and dropped: CRCs checked
+            give_back()
         return Entry(path, file), meta
     except (FileNotFoundError, MemoryError):
         raise

@@ -126,7 +126,7 @@ def _fill(wh, cache: FeatureCache, key: str, frame, setting: str, source, data_c
         return {"query_ids": feature_ids, "source": source}
 
     cache.put(key, checked_batches(batches, data_cfg), meta)
-    entry = cache.get(key)
+    entry = cache.get(key, decode=False)  # just written: its footer and record checked, pages when read
     if entry is None:
         raise CacheError(f"data.cache_dir={cache.setting!r}: the entry just written cannot be read back")
     return entry[0], feature_ids

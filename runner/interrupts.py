@@ -5,8 +5,10 @@ line prints one line and exits 128 + the signal (130, 143); a second one exits a
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator, Optional
@@ -46,21 +48,55 @@ class Interrupts:
         self.kept: Optional[str] = None
         self._held = 0  # > 0: the main thread is in a step a signal must not cut (see deferred)
         self._pending: Optional[int] = None
+        self._lost = False  # the first signal's Interrupted was dropped by a finalizer
+        self._hook = sys.unraisablehook
+        self._again = threading.Event()  # set: the first signal is to be delivered again
+        self._redeliverer: Optional[threading.Thread] = None
 
     def install(self) -> None:
         # A SIGINT ignored at start (a background job of a non-interactive shell) stays ignored.
         if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             signal.signal(signal.SIGINT, self._handle)
         signal.signal(signal.SIGTERM, self._handle)
+        if sys.unraisablehook != self._unraisable:
+            self._hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+        if self._redeliverer is None:
+            self._redeliverer = threading.Thread(target=self._deliver_again, name="runner-interrupts", daemon=True)
+            self._redeliverer.start()
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self.received is not None:
+        if self._lost:
+            if _inside(frame, Interrupts._unraisable.__code__):
+                self._again.set()  # still in the hook: again, once it has returned
+                return
+            self._lost = False  # the first signal again, delivered outside the finalizer
+        elif self.received is not None:
             os._exit(128 + signum)  # the second signal: at once
         self.received = signum
         if self._held:
             self._pending = signum  # raised when the step is done (Gate.open, or the block's end)
             return
         raise Interrupted(signum)
+
+    def _unraisable(self, args: sys.UnraisableHookArgs) -> None:
+        # A handler that ran inside a finalizer (a weakref callback, __del__, e.g. SQLAlchemy's
+        # during a garbage collection) raised there, and Python prints and drops what a
+        # finalizer raises: deliver the signal again, to run once the finalizer is done.
+        # The delivery comes from another thread: a signal set from here would be handled
+        # here, inside the finalizer again.
+        exc = args.exc_value
+        if isinstance(exc, Interrupted) and exc.signum == self.received:
+            self._lost = True
+            self._again.set()
+            return
+        self._hook(args)
+
+    def _deliver_again(self) -> None:
+        while True:
+            self._again.wait()
+            self._again.clear()
+            if self._lost and self.received is not None:
+                _thread.interrupt_main(signal.Signals(self.received))
 
     @contextmanager
     def deferred(self) -> Iterator[Gate]:
@@ -92,6 +128,7 @@ class Interrupts:
         self.kept = None
         self._held = 0
         self._pending = None
+        self._lost = False
 
 
 class Gate:
@@ -110,6 +147,14 @@ class Gate:
         if self.owner is not None and self.is_shut:
             self.is_shut = False
             self.owner._release()
+
+
+def _inside(frame: object, code: object) -> bool:
+    while frame is not None:
+        if getattr(frame, "f_code", None) is code:
+            return True
+        frame = getattr(frame, "f_back", None)
+    return False
 
 
 INTERRUPTS = Interrupts()

@@ -39,7 +39,10 @@ def test_the_sweep_says_what_was_kept_over_its_trial():
 
 
 def _with_handlers(body):
+    import sys
+
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    hook = sys.unraisablehook
     INTERRUPTS.reset()
     INTERRUPTS.install()
     try:
@@ -47,6 +50,7 @@ def _with_handlers(body):
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+        sys.unraisablehook = hook
         INTERRUPTS.reset()
 
 
@@ -82,5 +86,42 @@ def test_a_signal_while_the_run_is_ended_is_raised_at_the_blocks_end():
                 os.kill(os.getpid(), signal.SIGINT)
                 steps.append("ended")
         assert steps == ["ended"] and INTERRUPTS.received == signal.SIGINT
+
+    _with_handlers(body)
+
+
+def test_a_signal_a_finalizer_swallowed_is_raised_after_it():
+    """Python prints and drops what a finalizer raises (a handler can run inside SQLAlchemy's
+    weakref callbacks during a garbage collection): the signal is delivered again after it."""
+    import gc
+    import io
+    import os
+    import sys
+    import time
+
+    import pytest
+
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs at the next bytecode, in here
+            self.after = "still in the finalizer"  # not cut: what it raised is dropped
+
+    def body():
+        err, sys.stderr = sys.stderr, io.StringIO()
+        try:
+            steps = []
+            with pytest.raises(Interrupted) as got:
+                item = Finalized()
+                item.cycle = item
+                del item
+                gc.collect()
+                for _ in range(5000):  # 5 s
+                    steps.append("went on")  # the signal is raised here, not lost
+                    time.sleep(0.001)
+            printed = sys.stderr.getvalue()
+        finally:
+            sys.stderr = err
+        assert got.value.signum == signal.SIGINT and INTERRUPTS.received == signal.SIGINT
+        assert len(steps) < 5000 and "Exception ignored" not in printed
 
     _with_handlers(body)

@@ -54,7 +54,7 @@ def prepare(table, data_cfg, objective: str) -> Prepared:
     # (column-major, which LightGBM reads without a copy). `table` is a pyarrow Table or a
     # cache Entry (runner/data/entry.py), which reads one column at a time: then the rows are
     # in memory once, plus a column.
-    key_values = table[key_col]  # a cache entry reads each column as it is asked for
+    key_values = _integral(table[key_col])  # a cache entry reads each column as it is asked for
     order = pc.sort_indices(key_values).to_numpy()
     keys = key_values.take(order).to_pandas().to_numpy()
     del key_values
@@ -87,6 +87,20 @@ def prepare(table, data_cfg, objective: str) -> Prepared:
         for name in ("train", "valid", "test")
     }
     return Prepared(objective, features, list(categories), parts, classes, categories, kinds)
+
+
+def _integral(values):
+    """An integer key as int64: Snowflake's NUMBER(p, 0) arrives as a decimal, which pandas
+    makes a Python Decimal per row (140 bytes each, kept for the split). Its text, what the
+    split hashes, is the same; a value beyond int64 keeps the decimal."""
+    import pyarrow as pa
+
+    if pa.types.is_decimal(values.type) and values.type.scale == 0:
+        try:
+            return values.cast(pa.int64())
+        except pa.ArrowInvalid:
+            pass
+    return values
 
 
 def encode_label(label, objective: str, name: str) -> Tuple[np.ndarray, Optional[List[Any]]]:

@@ -108,3 +108,22 @@ def test_each_split_is_one_float64_matrix_lightgbm_reads_without_a_copy():
         rows = [int(np.flatnonzero(table["ID"].to_numpy() == k)[0]) for k in keys[:5]]
         assert X["I"].tolist()[:5] == [float(table["I"][r].as_py()) for r in rows]
         assert y.tolist()[:5] == [float(table["Y"][r].as_py()) for r in rows]
+
+
+def test_a_number_key_splits_as_before_held_as_int64():
+    """Snowflake's NUMBER(38, 0) arrives as decimal128: held as int64 (8 bytes a row, not a
+    Python Decimal), split by the same text; a key beyond int64 stays a decimal."""
+    from decimal import Decimal
+
+    n = 400
+    ids = np.random.default_rng(2).permutation(n) + 1
+    as_int = pa.table({"ID": ids, "F": ids * 0.5, "Y": ids % 2})
+    as_number = as_int.set_column(0, "ID", pa.array([Decimal(int(i)) for i in ids], pa.decimal128(38, 0)))
+    by_int, by_number = prepare(as_int, _cfg(), "binary"), prepare(as_number, _cfg(), "binary")
+    for name in ("train", "valid", "test"):
+        assert by_number.parts[name][2].dtype == np.int64
+        assert by_number.parts[name][2].tolist() == by_int.parts[name][2].tolist()
+        assert by_number.parts[name][0].equals(by_int.parts[name][0])
+    huge = as_number.set_column(0, "ID", pa.array([Decimal(10**30 + int(i)) for i in ids], pa.decimal128(38, 0)))
+    keys = prepare(huge, _cfg(), "binary").parts["train"][2]
+    assert isinstance(keys[0], Decimal) and int(keys[0]) > 10**30

@@ -47,7 +47,8 @@ class Proc:
     """A runner process whose stderr is read as it comes."""
 
     def __init__(self, args, cwd: Path):
-        env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+        # PYTHONFAULTHANDLER: a process that hangs is sent SIGABRT and prints every thread's stack.
+        env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "PYTHONFAULTHANDLER": "1"}
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "runner", *args],
             cwd=cwd,
@@ -75,7 +76,12 @@ class Proc:
         deadline = time.monotonic() + timeout
         while not any(text in line for line in self.err + self.out):
             assert self.popen.poll() is None, "\n".join(self.err[-30:])
-            assert time.monotonic() < deadline, f"no {text!r} within {timeout}s:\n" + "\n".join(self.err[-30:])
+            if time.monotonic() > deadline:
+                self.popen.send_signal(signal.SIGABRT)  # its threads' stacks, on stderr
+                self.popen.wait(10)
+                for t in self._threads:
+                    t.join(5)
+                raise AssertionError(f"no {text!r} within {timeout}s:\n" + "\n".join(self.err[-200:]))
             time.sleep(0.05)
 
     def stop(self, signum: int, timeout: float = 30) -> float:
@@ -190,20 +196,35 @@ def test_a_distributed_worker_stopped_by_sigterm_leaves_the_others_going(tmp_pat
     MLflow server: SIGTERM to one ends its trial and leaves the parent to the other, which
     finishes the study's budget."""
     experiment = f"sigterm-{os.getpid()}-{time.monotonic_ns()}"
-    args = [*SWEEP, "tracker=server", f"tracker.uri={mlflow_server.url}", f"tracker.experiment={experiment}"]
-    first = Proc(args, tmp_path)
-    first.wait_for("trial 0 ")
-    second = Proc(args, tmp_path)
-    second.wait_for("] trial ")  # the second worker is running trials of the same study too
-    line = _check_stopped(first, 143, first.stop(signal.SIGTERM))
-    assert "left RUNNING for the other workers" in line
-    second.popen.wait(600)
-    for t in second._threads:
-        t.join(5)
+    # One LightGBM thread each: two processes of two OpenMP threads on two cores spin against
+    # each other and a trial takes minutes (CI once saw no trial of the second worker in 180 s).
+    # Eight trials: both workers have told one and run another when the first is stopped.
+    args = [
+        *SWEEP,
+        "hydra.sweeper.n_trials=8",
+        "model.params.num_threads=1",
+        "tracker=server",
+        f"tracker.uri={mlflow_server.url}",
+        f"tracker.experiment={experiment}",
+    ]
+    first, second = Proc(args, tmp_path), Proc(args, tmp_path)
+    try:
+        first.wait_for("] trial ")
+        second.wait_for("] trial ")  # both workers are running trials of the same study
+        line = _check_stopped(first, 143, first.stop(signal.SIGTERM))
+        assert "left RUNNING for the other workers" in line
+        second.popen.wait(600)
+        for t in second._threads:
+            t.join(5)
+    finally:
+        for proc in (first, second):
+            if proc.popen.poll() is None:
+                proc.popen.kill()
+                proc.popen.wait(10)
     assert second.popen.returncode == 0, "\n".join(second.err[-40:])
     study = _study(tmp_path)
     states = [t.state.name for t in study.trials]
-    assert states.count("COMPLETE") == 6 and "RUNNING" not in states
+    assert states.count("COMPLETE") == 8 and "RUNNING" not in states
     assert all(t.user_attrs.get("interrupted") for t in study.trials if t.state.name == "FAIL")
     from mlflow import MlflowClient
 
@@ -213,4 +234,4 @@ def test_a_distributed_worker_stopped_by_sigterm_leaves_the_others_going(tmp_pat
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert "RUNNING" not in [r.info.status for r in runs]
-    assert sorted(r.info.status for r in runs if "mlflow.parentRunId" in r.data.tags).count("FINISHED") == 6
+    assert sorted(r.info.status for r in runs if "mlflow.parentRunId" in r.data.tags).count("FINISHED") == 8

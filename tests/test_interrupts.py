@@ -43,6 +43,19 @@ SINGLE = [
 ]
 
 
+_STARTED: list = []  # every Proc of the running test, killed at its end (the _kill_leftovers fixture)
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftovers():
+    yield
+    while _STARTED:
+        popen = _STARTED.pop().popen
+        if popen.poll() is None:  # the test failed before it was done with the process
+            popen.kill()
+            popen.wait(10)
+
+
 class Proc:
     """A runner process whose stderr is read as it comes."""
 
@@ -58,6 +71,7 @@ class Proc:
             text=True,
             start_new_session=True,
         )
+        _STARTED.append(self)
         self.err: list = []
         self.out: list = []
         self._threads = [
@@ -208,19 +222,13 @@ def test_a_distributed_worker_stopped_by_sigterm_leaves_the_others_going(tmp_pat
         f"tracker.experiment={experiment}",
     ]
     first, second = Proc(args, tmp_path), Proc(args, tmp_path)
-    try:
-        first.wait_for("] trial ")
-        second.wait_for("] trial ")  # both workers are running trials of the same study
-        line = _check_stopped(first, 143, first.stop(signal.SIGTERM))
-        assert "left RUNNING for the other workers" in line
-        second.popen.wait(600)
-        for t in second._threads:
-            t.join(5)
-    finally:
-        for proc in (first, second):
-            if proc.popen.poll() is None:
-                proc.popen.kill()
-                proc.popen.wait(10)
+    first.wait_for("] trial ")
+    second.wait_for("] trial ")  # both workers are running trials of the same study
+    line = _check_stopped(first, 143, first.stop(signal.SIGTERM))
+    assert "left RUNNING for the other workers" in line
+    second.popen.wait(600)
+    for t in second._threads:
+        t.join(5)
     assert second.popen.returncode == 0, "\n".join(second.err[-40:])
     study = _study(tmp_path)
     states = [t.state.name for t in study.trials]

@@ -3,7 +3,6 @@ session of the caller's own, as Snowflake Notebooks hand out (get_active_session
 
 from __future__ import annotations
 
-import atexit
 from types import SimpleNamespace
 
 import pytest
@@ -20,24 +19,13 @@ NOPS = [r"^ALTER SESSION SET QUERY_TAG.*", r"^ALTER SESSION UNSET QUERY_TAG.*", 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     """The caller's Snowpark session: a fakesnow server seeded with the demo tables."""
-    from snowflake.snowpark import Session
-
     server = FakesnowProcess(tmp_path_factory.mktemp("fakesnow")).start()
     try:
-        kwargs = {
-            **server.connect_kwargs(),
-            "database": "DEMO",
-            "schema": "PUBLIC",
-            "session_parameters": {"nop_regexes": NOPS},
-        }
-        own = Session.builder.configs(kwargs).create()
-        try:
+        # the caller closes its session, while the server is still up
+        with server.session(database="DEMO", schema="PUBLIC", session_parameters={"nop_regexes": NOPS}) as own:
             for stmt in seed_sql("DEMO", "PUBLIC", SimpleNamespace(seed=7, customers=2000, events=20000)):
                 own.sql(stmt).collect()
             yield own
-        finally:
-            own.close()  # the caller closes its session, while the server is still up
-            atexit.unregister(own._close_at_exit)  # Snowpark would close it again at exit
     finally:
         server.stop()
 

@@ -179,7 +179,6 @@ def warehouse(tmp_path_factory):
     feature table SCORE_ME, and schema NOLABEL whose CUSTOMERS has no CHURNED column; behind
     a front door that records every request."""
     import snowflake.connector
-    from snowflake.snowpark import Session
 
     from runner.demo import churn_features
 
@@ -195,13 +194,9 @@ def warehouse(tmp_path_factory):
             conn.cursor().execute("alter table DEMO.NOLABEL.CUSTOMERS drop column CHURNED")
         finally:
             conn.close()
-        kwargs = {**server.connect_kwargs(), "database": "DEMO", "schema": "PUBLIC"}
-        session = Session.builder.configs({**kwargs, "session_parameters": {"nop_regexes": NOPS}}).create()
-        try:
+        with server.session(database="DEMO", schema="PUBLIC", session_parameters={"nop_regexes": NOPS}) as session:
             features = churn_features(session, None).drop("CHURNED")
             session.sql(f"create table DEMO.PUBLIC.SCORE_ME as {features.queries['queries'][-1]}").collect()
-        finally:
-            session.close()
         with Sigv4Proxy(f"http://127.0.0.1:{server.port}", verify=False, record_bodies=True) as door:
             yield SimpleNamespace(server=server, door=door, port=door.port)
     finally:

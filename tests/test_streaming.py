@@ -75,19 +75,14 @@ def test_a_small_result_stays_inline(connection):
 
 
 def _session(server):
-    from snowflake.snowpark import Session
-
-    kwargs = {**server.connect_kwargs(), "database": "DEMO", "schema": "PUBLIC"}
-    kwargs["session_parameters"] = {"nop_regexes": [r"^select system\$cancel_all_queries.*"]}
-    return Session.builder.configs(kwargs).create()
+    return server.session(
+        database="DEMO", schema="PUBLIC", session_parameters={"nop_regexes": [r"^select system\$cancel_all_queries.*"]}
+    )
 
 
 def test_snowpark_hands_the_result_out_batch_by_batch(server):
-    session = _session(server)
-    try:
+    with _session(server) as session:
         tables = list(session.table(WIDE).to_arrow_batches())
-    finally:
-        session.close()
     assert len(tables) >= 4, [t.num_rows for t in tables]
     assert sum(t.num_rows for t in tables) == ROWS
     assert max(t.num_rows for t in tables) < ROWS / 2
@@ -105,14 +100,11 @@ def _data_cfg(tmp_path, **overrides):
 def test_the_pull_streams_the_chunks_into_one_cache_entry(server, tmp_path):
     import pyarrow.parquet as pq
 
-    session = _session(server)
-    try:
+    with _session(server) as session:
         wh = Warehouse(session, "fakesnow", "DEMO", "PUBLIC", known_version="fixed")
         cache = FeatureCache(str(tmp_path))
         features = load_features(wh, _data_cfg(tmp_path), cache)
         again = load_features(wh, _data_cfg(tmp_path), cache)
-    finally:
-        session.close()
     assert not features.cache_hit and again.cache_hit
     assert features.table.num_rows == ROWS and features.table.equals(again.table)
     assert sorted(features.table.column("ID").to_pylist()) == list(range(1, ROWS + 1))
@@ -126,8 +118,7 @@ def test_the_pull_streams_the_chunks_into_one_cache_entry(server, tmp_path):
 
 
 def test_a_result_without_the_label_is_refused_before_anything_is_stored(server, tmp_path):
-    session = _session(server)
-    try:
+    with _session(server) as session:
         wh = Warehouse(session, "fakesnow", "DEMO", "PUBLIC", known_version="fixed")
         with pytest.raises(DataError, match="data.label='NOPE' is not a column"):
             load_features(wh, _data_cfg(tmp_path, label="NOPE"), FeatureCache(str(tmp_path)))
@@ -137,6 +128,4 @@ def test_a_result_without_the_label_is_refused_before_anything_is_stored(server,
                 _data_cfg(tmp_path, table=None, query=f"select * from {WIDE} where ID < 0"),
                 FeatureCache(str(tmp_path)),
             )
-    finally:
-        session.close()
     assert not list(tmp_path.rglob("*.parquet")) and not list(tmp_path.rglob("*.tmp"))

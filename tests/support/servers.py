@@ -9,8 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import requests
 
@@ -138,6 +139,22 @@ class FakesnowProcess:
             protocol="http",
             network_timeout=5,
         )
+
+    @contextmanager
+    def session(self, **configs) -> Iterator:
+        """A Snowpark Session on this server, closed at the end while the server is up.
+        Snowpark also registers a close at interpreter exit, which would retry against a
+        server long gone and log connection-refused tracebacks after pytest's summary."""
+        import atexit
+
+        from snowflake.snowpark import Session
+
+        session = Session.builder.configs({**self.connect_kwargs(), **configs}).create()
+        try:
+            yield session
+        finally:
+            session.close()
+            atexit.unregister(session._close_at_exit)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

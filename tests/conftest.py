@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,12 @@ import pytest
 from tests.support.servers import MlflowServer
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Ctrl-C tests need SIGINT as a terminal gives it. pytest started in the background of a
+# non-interactive shell (`pytest &` in a script) ignores SIGINT, and every process a test
+# starts would inherit that, start_new_session or not; Python then installs no handler.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Ctrl-C (SIGINT) and SIGTERM sent to real `python -m runner` processes (issue 14).
 
 Each process starts in a session of its own with SIGINT at its default, as from a terminal
-(a child inherits an ignored SIGINT, e.g. from pytest run in the background); the test
+(tests/conftest.py puts it back when pytest was started with it ignored); the test
 waits until it is where the signal should land (a progress line on stderr), sends the
 signal, and checks: exit 130 / 143 within seconds, one line saying what was kept, no
 traceback, nothing RUNNING in MLflow or Optuna, and that the same command finishes the job.
@@ -20,8 +20,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-
-from tests.support.processes import sigint_default
 
 SWEEP = [
     "--multirun",
@@ -72,7 +70,6 @@ class Proc:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
-            preexec_fn=sigint_default,
         )
         _STARTED.append(self)
         self.err: list = []

@@ -35,7 +35,6 @@ from mlflow import MlflowClient
 
 from runner.data.demo import seed_sql
 from tests.conftest import run_runner
-from tests.support.processes import sigint_default
 from tests.support.servers import FakesnowProcess
 from tests.support.sigv4_proxy import Sigv4Proxy
 
@@ -432,7 +431,6 @@ def test_ctrl_c_ends_the_scoring_run_killed(trained, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-        preexec_fn=sigint_default,  # not ignored even when pytest ignores it
     )
     try:
         deadline = time.monotonic() + 120

@@ -44,9 +44,6 @@ def _with_handlers(body):
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     hook = sys.unraisablehook
     INTERRUPTS.reset()
-    # As in a process started from a terminal: pytest run in the background ignores SIGINT,
-    # and runner leaves an ignored SIGINT ignored.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     INTERRUPTS.install()
     try:
         body()

@@ -19,6 +19,9 @@ def main() -> None:
     # same, so feature code of the user's project (data.features._target_=my_pkg.fn) imports.
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    from .memory import map_large_blocks
+
+    map_large_blocks()
     from .app import main as app_main
     from .interrupts import INTERRUPTS
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from ..errors import DataError, first_line
+from ..memory import give_back
 
 _META = b"runner"
 _CHECK = b"runner.check"  # {"rows": n, "crc32": crc of the runner metadata and column names}
@@ -71,21 +72,6 @@ def write_entry(fh: BinaryIO, batches: Iterable[Any], meta: Union[Dict[str, Any]
         pending = []
         give_back()
     return rows
-
-
-def give_back() -> None:
-    """Return freed memory to the OS: Arrow's pool and glibc keep freed blocks for reuse, but
-    what comes next (the split's numpy matrices, LightGBM's bins) allocates elsewhere, so a
-    pull's buffers or a dropped table would stay in the process's peak."""
-    import ctypes
-
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def _conform(table, schema):

@@ -9,9 +9,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..data.definition import find_column
-from ..data.entry import give_back
 from ..data.split import split_labels
 from ..errors import ConfigError, DataError
+from ..memory import give_back
 from .metrics import OBJECTIVES
 from .rows import category_values, encode_column, kind_of
 

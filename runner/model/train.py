@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, Sequence
 
 from ..config import to_dict
 from ..errors import ConfigError
+from ..memory import reuse_large_blocks
 from .metrics import OBJECTIVES, score
 from .prepare import Prepared
 
@@ -68,6 +69,7 @@ def datasets(prepared: Prepared, params: Dict[str, Any]):
         )
         dtrain.construct()
         dvalid.construct()
+        reuse_large_blocks()
         prepared.datasets[binning] = (dtrain, dvalid)
     return prepared.datasets[binning]
 

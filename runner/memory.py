@@ -33,9 +33,9 @@ def map_large_blocks() -> None:
     pull frees many, and afterwards the few-MB blocks of LightGBM's Dataset construction (its
     bin sample: one vector per feature growing by doubling, ~150 MB at 160,000 rows x 50)
     come from the heap, where the freed ones stay resident through training. A cold
-    200,000 x 50 run peaked at 611 MB without this, 543 MB with it (warm: 569, 522). Called
-    by the `runner` command only: a notebook importing runner keeps its own allocator
-    settings."""
+    200,000 x 50 run peaked at 611 MB without this, 543 MB with it (warm: 569, 522); scoring
+    800,000 rows, 986 MB and 797 MB. Called by the `runner` and `runner.score` commands only:
+    a notebook importing runner keeps its own allocator settings."""
     global _mapped
     libc = _libc()
     if libc is not None:

@@ -133,6 +133,8 @@ def test_scores_every_entity_with_the_model_on_the_embedded_warehouse(trained, t
     assert tags["runner.score.label_dropped"] == "CHURNED"
     assert tags["runner.score.table"] == '"DEMO"."PUBLIC".RUNNER_PREDICTIONS'
     assert metrics["rows_scored"] == DEMO.customers and metrics["rows_replaced"] == 0
+    # The rows arrived as the emulator's result chunks and were scored chunk by chunk.
+    assert metrics["feature_batches"] >= 2
 
     # Rows out = entities in; the predictions are the model's on the raw rows.
     out = predictions_artifact(client, run_id, tmp_path)
@@ -393,9 +395,11 @@ def test_bad_input_is_one_line_naming_the_setting(trained):
     assert f"MODEL_URI {missing!r}" in line and "not found" in line and "tracker." in line, line
     assert {r.info.run_id for r in all_runs(client)} == before
 
-    # A key column the definition does not have; a table the role cannot write.
+    # A key column the definition does not have; a key that is not one row per entity (found
+    # once every chunk is scored, before the table is written); a table the role cannot write.
     cases = {
         "data.entity_key=NOPE": "data.entity_key='NOPE' is not a column of the feature result",
+        "data.entity_key=PLAN": f"data.entity_key='PLAN' is not unique in the feature result ({DEMO.customers} rows",
         "score.table=NOWHERE.PUBLIC.PREDS": "score.table='NOWHERE.PUBLIC.PREDS': cannot write",
     }
     for override, expected in cases.items():
@@ -405,7 +409,9 @@ def test_bad_input_is_one_line_naming_the_setting(trained):
         assert expected in line, line
         assert "Traceback" not in proc.stderr
     new = [r for r in all_runs(client) if r.info.run_id not in before]
-    assert len(new) == 2 and all(r.info.status == "FAILED" and r.data.tags["runner.error"] for r in new)
+    assert len(new) == 3 and all(r.info.status == "FAILED" and r.data.tags["runner.error"] for r in new)
+    # The feature query ran in each and is on record, though the rows were refused.
+    assert all(r.data.tags["runner.warehouse.query_ids"] != "none" for r in new)
 
     # Settings checked before anything runs (in process: no run, no warehouse).
     from runner.errors import ConfigError

@@ -53,7 +53,7 @@ def write_entry(fh: BinaryIO, batches: Iterable[Any], meta: Union[Dict[str, Any]
                 writer = pq.ParquetWriter(
                     fh, table.schema, use_dictionary=dictionary_columns(table.schema), write_page_checksum=True
                 )
-            table = _conform(table, writer.schema)
+            table = conform(table, writer.schema)
             pending.append(table)
             rows += table.num_rows
             pending_rows += table.num_rows
@@ -74,7 +74,7 @@ def write_entry(fh: BinaryIO, batches: Iterable[Any], meta: Union[Dict[str, Any]
     return rows
 
 
-def _conform(table, schema):
+def conform(table, schema):
     """A batch in the schema of the first one (a later chunk may type a column differently,
     e.g. all nulls): cast where Arrow can, else a DataError naming the column."""
     import pyarrow as pa

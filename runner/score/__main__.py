@@ -16,6 +16,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     # As `python -m runner`: feature code of the user's project (data.features._target_) imports.
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    from ..memory import map_large_blocks
+
+    map_large_blocks()  # no training here: nothing to reuse_large_blocks() for
     from ..console import exit_with
     from ..errors import RunnerError
     from ..interrupts import INTERRUPTS, as_interrupted

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
-from ..data import build_frame, cache_key, find_column, frame_sql, snapshot_timestamp, time_travel_sql
+from ..data import build_frame, cache_key, frame_sql, snapshot_timestamp, time_travel_sql
 from ..data.definition import sql_error
 from ..data.pull import data_version
 from ..errors import DataError, WarehouseError
@@ -21,24 +21,22 @@ from ..errors import DataError, WarehouseError
 
 @dataclass
 class ScoringFeatures:
-    table: Any  # pyarrow.Table: the definition's rows, the label left out
-    key_column: str  # data.entity_key as the warehouse names it
     key: str  # the feature cache key of the definition (label included, as training has it)
     sql: str  # the definition's SQL as training runs it
     source: Dict[str, Any]  # account/database/schema/definition/query/version (never credentials)
+    setting: str = "features"  # which of data.features / data.table / data.query defines the rows
     label_dropped: Optional[str] = None  # the label column the definition had, left out
+    # The definition's rows (label left out) as Arrow tables, one per result chunk the
+    # connector downloads: read once. The fields below are complete once it is exhausted.
+    batches: Iterator[Any] = iter(())
     query_ids: List[str] = field(default_factory=list)
     feature_queries: int = 0
-    seconds: float = 0.0
-
-    @property
-    def rows(self) -> int:
-        return int(self.table.num_rows)
+    seconds: float = 0.0  # in the warehouse and the download, not in scoring
 
 
 def scoring_features(wh, data_cfg, label: Optional[str]) -> ScoringFeatures:
-    """The definition's rows as the warehouse returns them (one per entity), label dropped in
-    the warehouse when the definition has it."""
+    """The definition, label dropped in the warehouse when it has it; its rows stream in as
+    `batches` is read (the query runs at the first batch)."""
     session = wh.session
     started = time.perf_counter()
     snapshot = snapshot_timestamp(data_cfg.snapshot) if data_cfg.get("snapshot") else None
@@ -54,23 +52,33 @@ def scoring_features(wh, data_cfg, label: Optional[str]) -> ScoringFeatures:
         if snapshot:
             source["snapshot"] = snapshot
         frame, dropped = _without_label(frame, setting, label)
-        last = frame.queries["queries"][-1].strip()
-        table = _pull(frame, setting, label)
-    query_ids = [q.query_id for q in history.queries if q.query_id]
-    feature_ids = [q.query_id for q in history.queries if q.sql_text.strip() == last]
-    key_column = find_column(table.column_names, data_cfg.entity_key, "data.entity_key")
-    check_entities(table, key_column, data_cfg.entity_key, setting)
-    return ScoringFeatures(
-        table=table,
-        key_column=key_column,
-        key=key,
-        sql=sql,
-        source=source,
-        label_dropped=dropped,
-        query_ids=query_ids,
-        feature_queries=len(feature_ids),
-        seconds=time.perf_counter() - started,
-    )
+    features = ScoringFeatures(key=key, sql=sql, source=source, setting=setting, label_dropped=dropped)
+    features.query_ids = [q.query_id for q in history.queries if q.query_id]
+    features.seconds = time.perf_counter() - started
+    features.batches = _pull(session, frame, setting, label, features)
+    return features
+
+
+def _pull(session, frame, setting: str, label: Optional[str], features: ScoringFeatures) -> Iterator[Any]:
+    """The frame's result chunk by chunk (Snowpark's to_arrow_batches); the time spent in
+    it and the feature query's id added to `features`."""
+    from snowflake.connector.errors import Error as ConnectorError
+    from snowflake.snowpark.exceptions import SnowparkClientException
+
+    last = frame.queries["queries"][-1].strip()
+    with session.query_history() as history:
+        try:
+            started = time.perf_counter()
+            for batch in frame.to_arrow_batches():
+                features.seconds += time.perf_counter() - started
+                yield batch
+                started = time.perf_counter()
+            features.seconds += time.perf_counter() - started
+        except (SnowparkClientException, ConnectorError) as exc:
+            raise _definition_failed(exc, setting, label) from None
+        finally:
+            features.query_ids += [q.query_id for q in history.queries if q.query_id]
+            features.feature_queries = sum(q.sql_text.strip() == last for q in history.queries)
 
 
 def _without_label(frame, setting: str, label: Optional[str]):
@@ -92,15 +100,6 @@ def _without_label(frame, setting: str, label: Optional[str]):
     return frame.drop(found[0]), found[0].strip('"')
 
 
-def _pull(frame, setting: str, label: Optional[str]):
-    from snowflake.snowpark.exceptions import SnowparkClientException
-
-    try:
-        return frame.to_arrow()
-    except SnowparkClientException as exc:
-        raise _definition_failed(exc, setting, label) from None
-
-
 def _definition_failed(exc, setting: str, label: Optional[str]) -> WarehouseError:
     text = sql_error(exc)
     hint = ""
@@ -113,24 +112,28 @@ def _definition_failed(exc, setting: str, label: Optional[str]) -> WarehouseErro
     return WarehouseError(f"data.{setting}: the feature query failed in the warehouse: {text}{hint}")
 
 
-def check_entities(table, key_column: str, setting_value: str, setting: str) -> None:
-    """One row per entity, every row with a key: what a predictions table keyed by entity needs."""
-    import pyarrow.compute as pc
-
-    if table.num_rows == 0:
-        raise DataError(
-            f"the feature definition (data.{setting}) returned no rows to score: check its filters "
-            "(a definition that keeps only rows with a label yields none for entities without one)"
-        )
-    keys = table.column(key_column)
+def check_keys(keys, setting_value: str) -> None:
+    """Every row of a batch has its entity key (keys: its Arrow key column)."""
     if keys.null_count:
         raise DataError(
             f"data.entity_key={setting_value!r} is null in {keys.null_count} rows of the feature result: "
             "every scored row needs its entity key"
         )
-    distinct = len(pc.unique(keys))
-    if distinct != table.num_rows:
+
+
+def check_entities(keys, setting_value: str, setting: str) -> None:
+    """One row per entity (keys: the whole result's key column, Arrow), and some rows: what a
+    predictions table keyed by entity needs."""
+    import pyarrow.compute as pc
+
+    if len(keys) == 0:
         raise DataError(
-            f"data.entity_key={setting_value!r} is not unique in the feature result ({table.num_rows} rows, "
+            f"the feature definition (data.{setting}) returned no rows to score: check its filters "
+            "(a definition that keeps only rows with a label yields none for entities without one)"
+        )
+    distinct = len(pc.unique(keys))
+    if distinct != len(keys):
+        raise DataError(
+            f"data.entity_key={setting_value!r} is not unique in the feature result ({len(keys)} rows, "
             f"{distinct} entities): the definition must give one row per entity"
         )

@@ -13,6 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
@@ -21,10 +22,11 @@ from ..errors import ConfigError, RunnerError, first_line
 from ..interrupts import INTERRUPTS, as_interrupted
 from ..testhooks import barrier
 from ..tracking import Tracker
-from .features import ScoringFeatures, scoring_features
-from .model import ScoringModel, load_model, predict
+from .features import scoring_features
+from .model import ScoringModel, load_model
 from .record import config_text, feature_tags, log_predictions, scoring_params, scoring_tags
-from .table import check_table_setting, output_table, sql_type, write_predictions
+from .stream import score_batches
+from .table import check_table_setting, output_table, write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -101,21 +103,22 @@ def _score(cfg: DictConfig, tracker: Tracker, run_id: str, model: ScoringModel, 
     from ..data import open_warehouse
 
     data_cfg = cfg.data
-    with open_warehouse(data_cfg) as wh:
+    with open_warehouse(data_cfg) as wh, tempfile.TemporaryDirectory(prefix="runner-score-") as folder:
         if data_cfg.query_tag:
             wh.set_query_tag(f"runner score run_id={run_id}")
         target = output_table(cfg.score.table, wh.identity)
         state.tags["runner.score.table"] = target.sql
         features = scoring_features(wh, data_cfg, label)
-        state.tags.update(feature_tags(features, target))
-        frame = features.table.to_pandas()
-        values = predict(model, frame)
         scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
         meta = [model.uri, model.name, model.version, model.run_id, run_id, scored_at.isoformat(sep=" ")]
-        artifact = log_predictions(tracker, run_id, output_rows(features, values, meta, scored_at))
-        key_type = sql_type(features.table.schema.field(features.key_column).type, data_cfg.entity_key)
-        rows = _key_and_prediction(features, values)
-        written = write_predictions(wh.session, target, features.key_column, key_type, rows, meta, run_id)
+        try:
+            scored = score_batches(features, model, data_cfg, meta, scored_at, Path(folder))
+        finally:
+            state.tags.update(feature_tags(features, target))
+        artifact = log_predictions(tracker, run_id, scored.artifact)
+        written = write_predictions(
+            wh.session, target, scored.key_column, scored.key_type, scored.upload, scored.rows, meta, run_id
+        )
         state.written = target.sql
     tracker.log(
         run_id,
@@ -124,12 +127,13 @@ def _score(cfg: DictConfig, tracker: Tracker, run_id: str, model: ScoringModel, 
             "rows_scored": float(written.inserted),
             "rows_replaced": float(written.replaced),
             "features_seconds": features.seconds,
+            "feature_batches": float(scored.batches),
         },
         tags={**state.tags, "runner.score.write_query_ids": ",".join(written.query_ids)},
     )
     tracker.log_text(run_id, config_text(cfg), "config/resolved.yaml")
     tracker.log_text(run_id, features.sql, "data/feature_query.sql")
-    tracker.log_dataset(run_id, frame, features, None, "scoring", model_id=model.model_id)
+    tracker.log_dataset(run_id, scored.summary, features, None, "scoring", model_id=model.model_id)
     return ScoreResult(
         run_id,
         model.uri,
@@ -139,32 +143,6 @@ def _score(cfg: DictConfig, tracker: Tracker, run_id: str, model: ScoringModel, 
         artifact,
         0.0,
         embedded=data_cfg.backend == "embedded",
-    )
-
-
-def _key_and_prediction(features: ScoringFeatures, values):
-    import pyarrow as pa
-
-    return pa.table({features.key_column: features.table.column(features.key_column), "PREDICTION": values})
-
-
-def output_rows(features: ScoringFeatures, values, meta: Sequence[Any], scored_at: datetime):
-    """The rows as the output table holds them (the run's artifact)."""
-    import pyarrow as pa
-
-    n = features.rows
-    text = lambda v: pa.array([v] * n, pa.string())  # noqa: E731
-    return pa.table(
-        {
-            features.key_column: features.table.column(features.key_column),
-            "PREDICTION": pa.array(values, pa.float64()),
-            "MODEL_URI": text(meta[0]),
-            "MODEL_NAME": text(meta[1]),
-            "MODEL_VERSION": text(meta[2]),
-            "MODEL_RUN_ID": text(meta[3]),
-            "SCORING_RUN_ID": text(meta[4]),
-            "SCORED_AT": pa.array([scored_at] * n, pa.timestamp("us")),
-        }
     )
 
 

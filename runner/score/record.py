@@ -4,7 +4,6 @@ model input (MLflow 3 logged models), and the predictions as an artifact."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
@@ -14,15 +13,12 @@ from ..tracking import Tracker
 PREDICTIONS_ARTIFACT = "predictions/predictions.parquet"
 
 
-def log_predictions(tracker: Tracker, run_id: str, table) -> str:
-    """The output rows (a pyarrow Table) as the run's artifact predictions/predictions.parquet."""
-    import pyarrow.parquet as pq
-
+def log_predictions(tracker: Tracker, run_id: str, path: Path) -> str:
+    """The output rows (a Parquet file named predictions.parquet) as the run's artifact
+    predictions/predictions.parquet."""
     folder, name = PREDICTIONS_ARTIFACT.rsplit("/", 1)
-    with tempfile.TemporaryDirectory(prefix="runner-score-") as tmp:
-        path = Path(tmp, name)
-        pq.write_table(table, path)
-        tracker.log_artifact(run_id, str(path), folder)
+    assert path.name == name, path
+    tracker.log_artifact(run_id, str(path), folder)
     return PREDICTIONS_ARTIFACT
 
 

@@ -22,7 +22,6 @@ temporary stage goes with the session.
 from __future__ import annotations
 
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -116,15 +115,14 @@ def write_predictions(
     target: OutputTable,
     key_column: str,
     key_type: str,
-    rows,
+    upload: Path,
+    expected: int,
     values: Sequence[Any],
     run_id: str,
 ) -> Written:
-    """Replace the rows of MODEL_URI values[0] in `target` with `rows` (a pyarrow Table of the
-    key column and PREDICTION); values: MODEL_URI, MODEL_NAME, MODEL_VERSION, MODEL_RUN_ID,
-    SCORING_RUN_ID, SCORED_AT (text, UTC)."""
-    import pyarrow.parquet as pq
-
+    """Replace the rows of MODEL_URI values[0] in `target` with those of `upload` (a Parquet
+    file of the key column and PREDICTION, `expected` rows); values: MODEL_URI, MODEL_NAME,
+    MODEL_VERSION, MODEL_RUN_ID, SCORING_RUN_ID, SCORED_AT (text, UTC)."""
     key = quote_column(key_column)
     ids: List[str] = []
     run = f"RUNNER_SCORE_{run_id.upper()}"
@@ -137,12 +135,9 @@ def write_predictions(
         f"CREATE TABLE IF NOT EXISTS {target.sql} ({key} {key_type}, {columns}) COMMENT = '{COMMENT}'",
     )
     _check_columns(session, target, key_column)
-    with tempfile.TemporaryDirectory(prefix="runner-score-") as tmp:
-        path = Path(tmp, "predictions.parquet")
-        pq.write_table(rows, path)
-        local = path.as_uri().replace("'", "\\'")
-        _table_step(session, target, ids, f"CREATE TEMPORARY STAGE {stage}")
-        _table_step(session, target, ids, f"PUT '{local}' @{stage}/ AUTO_COMPRESS = FALSE OVERWRITE = TRUE")
+    local = upload.as_uri().replace("'", "\\'")
+    _table_step(session, target, ids, f"CREATE TEMPORARY STAGE {stage}")
+    _table_step(session, target, ids, f"PUT '{local}' @{stage}/ AUTO_COMPRESS = FALSE OVERWRITE = TRUE")
     _table_step(session, target, ids, f'CREATE TRANSIENT TABLE {staging} ({key} {key_type}, "PREDICTION" FLOAT)')
     open_transaction: List[bool] = []  # non-empty while a transaction may be open
     try:
@@ -153,7 +148,7 @@ def write_predictions(
             f"COPY INTO {staging} FROM @{stage}/ FILE_FORMAT = (TYPE = PARQUET) "
             "MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE",
         )
-        return _replace(session, target, key, staging, rows.num_rows, values, ids, open_transaction)
+        return _replace(session, target, key, staging, expected, values, ids, open_transaction)
     finally:
         # Not while a transaction may be open (its ROLLBACK failed): DDL would commit it.
         if not open_transaction:

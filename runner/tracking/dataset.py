@@ -64,15 +64,47 @@ def dataset_digest(features) -> str:
 SCHEMA_SAMPLE_ROWS = 1000
 
 
+class FrameSummary:
+    """What a dataset input says of a frame: its first SCHEMA_SAMPLE_ROWS rows (the types),
+    which columns are never missing, its rows and elements. Built from a whole frame
+    (`of`) or from a stream of frames of the same columns (`add` each)."""
+
+    def __init__(self) -> None:
+        self.head: Any = None
+        self.complete: Dict[str, bool] = {}
+        self.rows = 0
+        self.elements = 0
+
+    @classmethod
+    def of(cls, frame) -> FrameSummary:
+        summary = cls()
+        summary.add(frame)
+        return summary
+
+    def add(self, frame) -> None:
+        """One more frame (pandas) of the rows."""
+        import pandas as pd
+
+        if self.head is None:
+            self.head = frame.head(SCHEMA_SAMPLE_ROWS)
+        elif len(self.head) < SCHEMA_SAMPLE_ROWS:
+            self.head = pd.concat([self.head, frame.head(SCHEMA_SAMPLE_ROWS - len(self.head))])
+        for name, ok in frame.notna().all().items():
+            self.complete[name] = self.complete.get(name, True) and bool(ok)
+        self.rows += len(frame)
+        self.elements += int(frame.size)
+
+
 def dataset_input(frame, features, targets: Optional[str], context: str = "training"):
-    """The DatasetInput entity of a frame pulled as `features` (a FeatureSet); targets: the
-    label column (None: rows scored, not trained on). Its schema and profile describe the
-    whole frame; see SCHEMA_SAMPLE_ROWS."""
+    """The DatasetInput entity of a frame pulled as `features` (a FeatureSet); frame: a pandas
+    DataFrame or a FrameSummary of the rows; targets: the label column (None: rows scored, not
+    trained on). Its schema and profile describe the whole frame; see SCHEMA_SAMPLE_ROWS."""
     import mlflow.data
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
+    summary = frame if isinstance(frame, FrameSummary) else FrameSummary.of(frame)
     spec = mlflow.data.from_pandas(  # type: ignore[attr-defined]
-        frame.head(SCHEMA_SAMPLE_ROWS),
+        summary.head,
         source=source_class()(fit_source(features.source)),
         targets=targets,
         name=f"features-{features.key[:12]}",
@@ -80,16 +112,15 @@ def dataset_input(frame, features, targets: Optional[str], context: str = "train
     ).to_dict()
     schema = json.loads(spec["schema"]) if spec.get("schema") else None
     if schema:
-        complete = frame.notna().all()
         for column in schema.get("mlflow_colspec", []):
-            if column.get("name") in complete.index:
-                column["required"] = bool(complete[column["name"]])
+            if column.get("name") in summary.complete:
+                column["required"] = summary.complete[column["name"]]
     entity = Dataset(
         name=spec["name"],
         digest=spec["digest"],
         source_type=spec["source_type"],
         source=spec["source"],
         schema=json.dumps(schema) if schema else None,
-        profile=json.dumps({"num_rows": len(frame), "num_elements": int(frame.size)}),
+        profile=json.dumps({"num_rows": summary.rows, "num_elements": summary.elements}),
     )
     return DatasetInput(entity, [InputTag("mlflow.data.context", context)])

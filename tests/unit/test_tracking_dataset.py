@@ -10,19 +10,24 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from runner.tracking.dataset import SCHEMA_SAMPLE_ROWS, dataset_input, source_class
+from runner.tracking.dataset import SCHEMA_SAMPLE_ROWS, FrameSummary, dataset_input, source_class
 
 
-def test_schema_and_profile_equal_mlflows_inference_on_the_whole_frame():
-    import mlflow.data
-
-    rng = np.random.default_rng(0)
+def _frame(rng):
     n = SCHEMA_SAMPLE_ROWS * 3
     frame = pd.DataFrame(rng.normal(size=(n, 4)), columns=["A", "B", "C", "D"])
     frame["PLAN"] = rng.choice(["basic", "pro"], n).astype(object)
     frame.loc[n - 1, "B"] = np.nan  # a missing value only after the sampled rows
     frame.loc[n - 2, "PLAN"] = None
     frame["CHURNED"] = rng.integers(0, 2, n)
+    return frame
+
+
+def test_schema_and_profile_equal_mlflows_inference_on_the_whole_frame():
+    import mlflow.data
+
+    frame = _frame(np.random.default_rng(0))
+    n = len(frame)
     features = SimpleNamespace(key="0123456789abcdef" * 4, source={"query": "select 1", "database": "DEMO"})
     entity = dataset_input(frame, features, "CHURNED").dataset
     with warnings.catch_warnings():
@@ -35,3 +40,16 @@ def test_schema_and_profile_equal_mlflows_inference_on_the_whole_frame():
     assert required["B"] is False and required["PLAN"] is False and required["A"] is True
     assert json.loads(entity.profile) == {"num_rows": n, "num_elements": n * 6} == json.loads(full.profile)
     assert entity.digest == features.key[:36] and entity.source_type == "snowflake"
+
+
+def test_a_summary_added_up_from_batches_says_what_the_whole_frame_says():
+    frame = _frame(np.random.default_rng(1))
+    features = SimpleNamespace(key="fedcba9876543210" * 4, source={"query": "select 1"})
+    summary = FrameSummary()
+    for start, stop in ((0, 300), (300, 1200), (1200, len(frame))):  # the sampled rows span two batches
+        summary.add(frame.iloc[start:stop])
+    assert len(summary.head) == SCHEMA_SAMPLE_ROWS and summary.head.equals(frame.head(SCHEMA_SAMPLE_ROWS))
+    streamed = dataset_input(summary, features, None, "scoring").dataset
+    whole = dataset_input(frame, features, None, "scoring").dataset
+    assert (streamed.schema, streamed.profile, streamed.digest) == (whole.schema, whole.profile, whole.digest)
+    assert {c["name"]: c["required"] for c in json.loads(streamed.schema)["mlflow_colspec"]}["B"] is False

@@ -85,8 +85,8 @@ class FrameSummary:
         """One more frame (pandas) of the rows."""
         import pandas as pd
 
-        if self.head is None:
-            self.head = frame.head(SCHEMA_SAMPLE_ROWS)
+        if self.head is None:  # a copy: a view would keep the whole first batch alive
+            self.head = frame.head(SCHEMA_SAMPLE_ROWS).copy()
         elif len(self.head) < SCHEMA_SAMPLE_ROWS:
             self.head = pd.concat([self.head, frame.head(SCHEMA_SAMPLE_ROWS - len(self.head))])
         for name, ok in frame.notna().all().items():

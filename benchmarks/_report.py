@@ -46,6 +46,23 @@ def _spread(rs: List[Result], attr: str, prefix: str) -> Dict[str, float]:
     return {f"{prefix}_median": _median(vals), f"{prefix}_min": min(vals), f"{prefix}_max": max(vals)}
 
 
+def _paired(rs: List[Result], reuse: Dict[int, Result]) -> Dict[str, Any]:
+    """Ratios to bare-reuse of the same repetition (the two run back to back), so a drift of
+    the machine's speed between repetitions cancels: per basis the median over repetitions
+    (min, max); and per trial, trials 2..n matched by number (the same TPE draws, so the same
+    hyperparameters), pooled over repetitions."""
+    out: Dict[str, Any] = {}
+    pairs = [(r, reuse[r.rep]) for r in rs if r.rep in reuse]
+    for basis in ("loop", "process"):
+        x = [getattr(r, basis) / getattr(b, basis) for r, b in pairs]
+        out[f"paired_{basis}_x_reuse"] = (_median(x), min(x), max(x)) if x else None
+    per_trial = [
+        a / b for r, base in pairs for a, b in zip(r.trial_seconds[1:], base.trial_seconds[1:], strict=False) if b > 0
+    ]
+    out["trial_x_reuse"] = (_median(per_trial), len(per_trial)) if per_trial else None
+    return out
+
+
 def summarize(results: List[Result], variants, trials: int) -> List[Dict[str, Any]]:
     rows = []
     by = {v: [r for r in results if r.variant == v] for v in variants}
@@ -54,6 +71,7 @@ def summarize(results: List[Result], variants, trials: int) -> List[Dict[str, An
         for ref in ("bare", "bare-reuse")
         if by.get(ref)
     }
+    reuse = {r.rep: r for r in by.get("bare-reuse", [])}
     for v in variants:
         rs = by[v]
         if not rs:
@@ -63,6 +81,7 @@ def summarize(results: List[Result], variants, trials: int) -> List[Dict[str, An
             "reps": len(rs),
             **_spread(rs, "loop", "loop"),
             **_spread(rs, "process", "process"),
+            **_paired(rs, reuse),
         }
         for basis in ("loop", "process"):
             for ref, key in (("bare", "bare"), ("bare-reuse", "reuse")):
@@ -152,6 +171,10 @@ def _fmt_q(v):
     return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
+def _pair(v) -> str:
+    return f"{v[0]:.3f} x ({v[1]:.3f}-{v[2]:.3f})"
+
+
 def _x(v) -> str:
     return "-" if v is None else f"{v:.2f}"
 
@@ -227,12 +250,27 @@ def render(rows, checks, cold, info, args, load: Dict[str, Any], markdown: bool,
         for row in rows
         if row.get("trial_median_s") is not None
     )
+    paired = (
+        "paired with bare-reuse of the same repetition (median (min-max) over repetitions; "
+        "per trial: trials 2..n matched by number): "
+        + "; ".join(
+            f"{row['variant']}: loop {_pair(row['paired_loop_x_reuse'])}, "
+            f"process {_pair(row['paired_process_x_reuse'])}"
+            + (
+                f", per trial {row['trial_x_reuse'][0]:.3f} x (n={row['trial_x_reuse'][1]})"
+                if row["trial_x_reuse"]
+                else ""
+            )
+            for row in rows
+            if row["variant"] != "bare-reuse" and row["paired_loop_x_reuse"]
+        )
+    )
     lines: List[str] = []
     if markdown:
         lines += [f"Workload: {work}.", "", bases, ""]
         lines += ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
         lines += ["| " + " | ".join(r) + " |" for r in body]
-        lines += ["", cold_line, "", breakdown, ""]
+        lines += ["", cold_line, "", breakdown, "", paired, ""]
         lines += [f"- {n}" for n in notes] + ([""] if notes else [])
         lines += ["Targets (issues 5, 15):", ""]
         lines += [f"- [{'x' if c['met'] else ' '}] {c['target']}: {c['detail']}" for c in checks]
@@ -249,7 +287,7 @@ def render(rows, checks, cold, info, args, load: Dict[str, Any], markdown: bool,
         lines.append(bases)
         lines.append("  ".join(h.ljust(w) for h, w in zip(HEAD, widths, strict=True)))
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
-        lines += [cold_line, breakdown, *notes, "targets:"]
+        lines += [cold_line, breakdown, paired, *notes, "targets:"]
         lines += [f"  {'MET ' if c['met'] else 'MISS'} {c['target']}: {c['detail']}" for c in checks]
         lines.append(
             f"machine: {info['cores']} cores, {info['cpu']}, {info['memory']}; load average "

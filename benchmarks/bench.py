@@ -33,7 +33,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks._measure import Proc, load_average, run_measured  # noqa: E402
 from benchmarks._report import Result, machine, render, summarize  # noqa: E402
-from benchmarks._targets import comparisons, targets  # noqa: E402
+from benchmarks._targets import comparisons, sweep_variant, targets  # noqa: E402
 
 VARIANTS = ("bare", "bare-reuse", "bare-fluent", "runner-local", "runner-server", "runner-cached")
 
@@ -48,6 +48,17 @@ def _env() -> Dict[str, str]:
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return env
+
+
+def run_order(variants: List[str], rep: int) -> List[str]:
+    """One repetition's order: the judged sweep and bare-reuse last and back to back, which
+    of them first alternating by repetition, so the machine's drift hits both alike (the
+    targets compare them within a repetition). runner-cached stays after runner-local."""
+    pair = ["bare-reuse", sweep_variant({v: {} for v in variants})]
+    if not all(v in variants for v in pair):
+        return list(variants)
+    rest = [v for v in variants if v not in pair]
+    return rest + (pair if rep % 2 == 0 else pair[::-1])
 
 
 class Bench:
@@ -266,7 +277,7 @@ class Bench:
             self.log("cold start")
             self.cold_start()
             for rep in range(a.reps):
-                for variant in a.variants:
+                for variant in run_order(a.variants, rep):
                     self.log(f"rep {rep + 1}/{a.reps}: {variant}")
                     r = self.run_bare(variant, rep) if variant.startswith("bare") else self.run_runner(variant, rep)
                     self.results.append(r)

@@ -10,6 +10,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 VARIANTS = ["bare", "bare-reuse", "bare-fluent", "runner-local", "runner-server", "runner-cached"]
@@ -83,14 +85,21 @@ def test_bench_smoke(tmp_path):
     assert all("valid_auc" in r.data.metrics and "model.params.learning_rate" in r.data.params for r in children)
     # Part 5's targets, each on its stated basis.
     assert {t["target"] for t in data["targets"]} >= {
-        "runner-cached trial loop <= 1.05 x bare-reuse (loop basis)",
+        "runner-cached trial loop <= 1.05 x bare-reuse (loop basis, paired)",
         "runner-cached trial loop < bare (loop basis)",
-        "runner-cached process (spawn to exit) <= 1.05 x bare-reuse (process basis)",
+        "runner-cached process (spawn to exit) <= 1.05 x bare-reuse (process basis, paired)",
         "runner-cached process (spawn to exit) < bare (process basis)",
         "runner-server <= 3 HTTP requests per trial",
         "`python -m runner --help` < 2 s",
         "same best AUC in every variant",
     }
+    # The judged sweep and bare-reuse ran last and back to back; their ratio is taken within the pair.
+    assert [r["variant"] for r in data["results"]][-2:] == ["bare-reuse", "runner-cached"]
+    cached, reuse = (next(r for r in data["results"] if r["variant"] == v) for v in ("runner-cached", "bare-reuse"))
+    paired = rows["runner-cached"]["paired_process_x_reuse"]
+    assert paired[0] == pytest.approx(cached["process"] / reuse["process"]), paired
+    assert rows["runner-cached"]["trial_x_reuse"][1] == 2, rows["runner-cached"]["trial_x_reuse"]  # trials 2-3
+    assert "paired with bare-reuse" in proc.stdout
     assert all(c["cold_start"] for c in [data]) and len(data["cold_start"]["runner --help"]) == 1
     md = out.read_text()
     for name in VARIANTS:

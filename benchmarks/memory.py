@@ -9,6 +9,10 @@ run at 2,000 rows: imports and fixed costs. Prints a table (rows, table MB, peak
 of what the data adds to the table's size) and the issue's limit, 2 x table + the imports
 (450 MB, --imports-mb).
 
+Batch scoring streams too: for each row count, `python -m runner.score` of one model
+(trained once at the baseline size: the feature schema does not depend on the row count)
+over the same synthetic data, its own peak RSS beside the run's (--no-score skips it).
+
   python benchmarks/memory.py                                 # 200k, 800k, 2M rows x 50
   python benchmarks/memory.py --rows 200000 --out memory.md
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -98,6 +103,7 @@ def main() -> None:
     p.add_argument("--features", type=int, default=50)
     p.add_argument("--baseline-rows", type=int, default=2000)
     p.add_argument("--imports-mb", type=float, default=450.0, help="the limit's allowance for imports (issue 15)")
+    p.add_argument("--no-score", action="store_true", help="skip the `python -m runner.score` column")
     p.add_argument("--out", help="also write the table as markdown to this file")
     p.add_argument("--workdir", help="keep runs under this folder (default: a temp folder)")
     a = p.parse_args()
@@ -105,36 +111,47 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["PYTHONPATH"] = os.pathsep.join(x for x in (str(REPO), env.get("PYTHONPATH")) if x)
 
-    def run(rows: int, cache: Path, tag: str) -> Dict[str, float]:
-        cmd = [
-            sys.executable,
-            "-m",
-            "runner",
+    def data(rows: int, cache: Path) -> List[str]:
+        return [
             "data=synthetic",
             f"data.demo.rows={rows}",
             f"data.demo.n_features={a.features}",
             f"data.cache_dir={cache}",
-            "tracker.log_model=false",
             f"tracker.dir={work / 'mlruns'}",
-            f"hydra.run.dir={work / 'outputs' / tag}",
         ]
+
+    def measured(cmd: List[str], tag: str) -> Dict[str, float]:
         result = measure(cmd, env, work / tag)
         print(
-            f"[memory] {tag}: runner {result['runner']:.0f} MB, warehouse {result['warehouse']:.0f} MB, "
+            f"[memory] {tag}: {cmd[2]} {result['runner']:.0f} MB, warehouse {result['warehouse']:.0f} MB, "
             f"{result['seconds']:.1f} s, load {load_average()}",
             file=sys.stderr,
             flush=True,
         )
         return result
 
+    def run(rows: int, cache: Path, tag: str, extra: Optional[List[str]] = None) -> Dict[str, float]:
+        cmd = [sys.executable, "-m", "runner", *data(rows, cache), f"hydra.run.dir={work / 'outputs' / tag}"]
+        return measured(cmd + (extra if extra is not None else ["tracker.log_model=false"]), tag)
+
+    def score(rows: int, cache: Path, tag: str) -> Dict[str, float]:
+        return measured([sys.executable, "-m", "runner.score", f"runs:/{model_run}/model", *data(rows, cache)], tag)
+
     base = run(a.baseline_rows, work / "cache-base", "baseline")["runner"]
+    model_run = None
+    if not a.no_score:
+        run(a.baseline_rows, work / "cache-base", "model", ["model.num_boost_round=50"])
+        found = re.search(r"runner: run ([0-9a-f]{32}) FINISHED", (work / "model" / "stdout.txt").read_text())
+        if found is None:
+            raise SystemExit(f"no finished run in {work / 'model' / 'stdout.txt'}")
+        model_run = found.group(1)
     lines = [
         f"Peak RSS of a single run, {a.features} float features (baseline: the same run at "
         f"{a.baseline_rows:,} rows, {base:.0f} MB; limit: 2 x table + {a.imports_mb:.0f} MB of imports)",
         "",
         "| rows | table MB | runner cold MB | runner warm MB | (cold - baseline) / table | limit MB "
-        "| warehouse MB | cold s | warm s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| warehouse MB | cold s | warm s |" + (" runner.score MB | score s |" if model_run else ""),
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if model_run else ""),
     ]
     for rows in (int(r) for r in a.rows.split(",")):
         cache = work / f"cache-{rows}"
@@ -143,11 +160,17 @@ def main() -> None:
         size = table_mb(cache)
         limit = 2 * size + a.imports_mb
         ok = "" if max(cold["runner"], warm["runner"]) <= limit else " (over)"
-        lines.append(
+        line = (
             f"| {rows:,} | {size:.0f} | {cold['runner']:.0f} | {warm['runner']:.0f} | "
             f"{(cold['runner'] - base) / size:.2f} | {limit:.0f}{ok} | {cold['warehouse']:.0f} | "
             f"{cold['seconds']:.1f} | {warm['seconds']:.1f} |"
         )
+        if model_run:
+            scored = score(rows, cache, f"{rows}-score")
+            line += (
+                f" {scored['runner']:.0f}{'' if scored['runner'] <= limit else ' (over)'} | {scored['seconds']:.1f} |"
+            )
+        lines.append(line)
     lines += ["", f"load average at the end: {load_average()}"]
     text = "\n".join(lines)
     print(text)

@@ -18,12 +18,13 @@ and its first trial may wait for that pull.
 from __future__ import annotations
 
 import statistics
-from typing import Any, Dict, List
+from typing import Any, Container, Dict, List
 
 LIMIT_X_REUSE = 1.05
 
 
-def sweep_variant(r: Dict[str, Dict[str, Any]]) -> str:
+def sweep_variant(r: Container[str]) -> str:
+    """The judged sweep among the variants (names, or rows keyed by name)."""
     return "runner-cached" if "runner-cached" in r else "runner-local"
 
 
@@ -40,8 +41,6 @@ def targets(rows: List[Dict[str, Any]], cold: Dict[str, List[float]]) -> List[Di
             s = r[sweep][f"{basis}_median"]
             paired = r[sweep].get(f"paired_{basis}_x_reuse")
             if "bare-reuse" in r and paired:
-                # Judged on the ratio within each repetition (the two ran back to back), not on
-                # the ratio of medians: this machine's speed drifts by more than 5 % between runs.
                 x, lo, hi = paired
                 add(
                     f"{sweep} {what} <= {LIMIT_X_REUSE:.2f} x bare-reuse ({basis} basis, paired)",

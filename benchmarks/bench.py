@@ -54,7 +54,7 @@ def run_order(variants: List[str], rep: int) -> List[str]:
     """One repetition's order: the judged sweep and bare-reuse last and back to back, which
     of them first alternating by repetition, so the machine's drift hits both alike (the
     targets compare them within a repetition). runner-cached stays after runner-local."""
-    pair = ["bare-reuse", sweep_variant({v: {} for v in variants})]
+    pair = ["bare-reuse", sweep_variant(variants)]
     if not all(v in variants for v in pair):
         return list(variants)
     rest = [v for v in variants if v not in pair]

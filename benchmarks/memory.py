@@ -53,7 +53,7 @@ def _hwm(pid: int) -> Optional[int]:
 
 def _is_warehouse(pid: int) -> bool:
     try:
-        return b"runner.data.emulator_server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"runner.embedded.server" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 

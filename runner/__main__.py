@@ -1,5 +1,5 @@
-"""`python -m runner`: the same as the `runner` command (runner/cli.py)."""
+"""`python -m runner`: the same as the `runner` command (runner/commands/cli.py)."""
 
-from .cli import main
+from .commands.cli import main
 
 main()

@@ -19,9 +19,12 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence
 
 from .errors import ConfigError, RunnerError, first_line
+
+if TYPE_CHECKING:
+    from .job import JobResult
 
 
 @dataclass
@@ -44,7 +47,7 @@ def run(
     config_dir: Optional[str] = None,
     session: Any = None,
     config_name: str = "config",
-):
+) -> JobResult:
     """Run one job; return its runner.job.JobResult (run_id, metrics, model_uri, ...)."""
     from hydra import compose
 
@@ -74,7 +77,7 @@ def sweep(
     return its SweepSummary."""
     from hydra.core.global_hydra import GlobalHydra
 
-    from .app import task
+    from .commands.app import task
 
     given = list(overrides or [])
     with _hydra(config_dir), _calls(session):
@@ -134,7 +137,7 @@ def _hydra(config_dir: Optional[str]) -> Iterator[None]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
-    from .app import conf_dir
+    from .commands.app import conf_dir
 
     version.setbase("1.3")
     search_path = create_config_search_path(search_path_dir=conf_dir())

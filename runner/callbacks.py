@@ -10,13 +10,15 @@ import atexit
 import json
 import logging
 import os
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from .env import PARENT_RUN_ID as PARENT_ENV
+from .names import Tag
 
 log = logging.getLogger("runner")
 
@@ -25,7 +27,7 @@ class ParentRunCallback(Callback):
     """A plain Hydra multirun (basic sweeper, any launcher) as one parent MLflow run.
 
     on_multirun_start creates the parent run and exports RUNNER_PARENT_RUN_ID, which
-    each job (runner/app.py, in this process or a launcher's worker processes that
+    each job (runner/commands/app.py, in this process or a launcher's worker processes that
     inherit the environment) uses as its parent; on_multirun_end ends it FINISHED. If
     the multirun dies first (a job raised, exit code 2), the parent is ended FAILED at exit,
     KILLED after Ctrl-C or SIGTERM (runner/interrupts.py). Does nothing for the runner_optuna
@@ -36,6 +38,7 @@ class ParentRunCallback(Callback):
         self.run_id: Optional[str] = None
         self.tracker: Any = None
         self._previous: Optional[str] = None
+        self._scope: Optional[ExitStack] = None  # holds the parent's Tracker.run block open
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         target = str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
@@ -58,15 +61,20 @@ class ParentRunCallback(Callback):
             self._previous = os.environ.get(PARENT_ENV)
             tags = {
                 **base_tags(task_cfg, overrides),
-                "runner.sweep": "basic",
-                "runner.sweep.sweeper": target,
-                "runner.sweep.dir": str(config.hydra.sweep.dir),
-                "runner.sweep.launcher": str(OmegaConf.select(config, "hydra.launcher._target_", default="")),
+                Tag.SWEEP: "basic",
+                Tag.SWEEP_SWEEPER: target,
+                Tag.SWEEP_DIR: str(config.hydra.sweep.dir),
+                Tag.SWEEP_LAUNCHER: str(OmegaConf.select(config, "hydra.launcher._target_", default="")),
             }
             name = config.get("run_name") or f"multirun-{os.path.basename(str(config.hydra.sweep.dir))}"
-            self.run_id = self.tracker.start_run(name, tags, parent_run_id=self._previous)
-            self.tracker.log(self.run_id, params={"sweep.overrides": json.dumps(overrides)})
+            # The parent's run block spans the multirun: opened here, closed by on_multirun_end
+            # (FINISHED) or at exit (FAILED, or KILLED after Ctrl-C / SIGTERM).
+            scope = ExitStack()
+            run = scope.enter_context(self.tracker.run(name, tags, parent=self._previous, kind="grid_parent"))
+            self._scope, self.run_id = scope, run.id
+            run.log(params={"sweep.overrides": json.dumps(overrides)})
         except RunnerError as exc:
+            self._end(exc)
             exit_with(exc)  # one line and exit 2, as a single run does
         os.environ[PARENT_ENV] = self.run_id
         atexit.register(self._end_at_exit)
@@ -76,10 +84,10 @@ class ParentRunCallback(Callback):
         # Process launchers (joblib/loky, submitit) pickle the Hydra context with its callbacks
         # into every job; the parent run is this process's business (its client holds locks),
         # so workers get an inert copy and find the parent id in RUNNER_PARENT_RUN_ID.
-        return {"run_id": None, "tracker": None, "_previous": None}
+        return {"run_id": None, "tracker": None, "_previous": None, "_scope": None}
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._end("FINISHED")
+        self._end(None)
         _redact_files([Path(str(config.hydra.sweep.dir), "multirun.yaml")])
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -93,25 +101,35 @@ class ParentRunCallback(Callback):
 
     def _end_at_exit(self) -> None:
         """The multirun did not reach on_multirun_end: stopped by the user, or failed."""
-        from .interrupts import INTERRUPTS
+        from .errors import RunnerError
+        from .interrupts import INTERRUPTS, Interrupted
 
-        self._end("KILLED" if INTERRUPTS.received is not None else "FAILED")
+        if INTERRUPTS.received is not None:
+            self._end(Interrupted(INTERRUPTS.received))
+        else:
+            self._end(RunnerError("the multirun stopped before its last job (a job failed: see its output)"))
 
-    def _end(self, status: str) -> None:
-        if not self.run_id:
+    def _end(self, exc: Optional[BaseException]) -> None:
+        """Close the parent's run block: FINISHED without `exc`, else as the lifecycle ends a
+        block that raised it."""
+        scope, self._scope = self._scope, None
+        if scope is None:
             return
-        run_id, self.run_id = self.run_id, None
+        self.run_id = None
         if self._previous is None:
             os.environ.pop(PARENT_ENV, None)
         else:
             os.environ[PARENT_ENV] = self._previous
         try:
-            self.tracker.end(run_id, status)
-        except Exception as exc:  # never hide the sweep's own outcome
-            log.error("could not end parent run %s: %s", run_id, exc)
+            if exc is None:
+                scope.close()
+            else:
+                scope.__exit__(type(exc), exc, exc.__traceback__)
+        except BaseException as error:  # never hide the sweep's own outcome
+            log.error("could not end the multirun's parent run: %s", error)
 
 
-def _redact_files(paths) -> None:
+def _redact_files(paths: Iterable[Path]) -> None:
     from .secrets import scrub
 
     for path in paths:

@@ -1,108 +1,11 @@
-"""Run a finished MLflow run again from its record alone.
+"""`python -m runner.rerun RUN_ID [--tracking-uri URI] [override ...]`: run a logged run again
+from its MLflow record (runner/commands/rerun.py)."""
 
-    python -m runner.rerun RUN_ID [--tracking-uri URI] [override ...]
-
-A single run (or a grid job) keeps its config as config/resolved.yaml. A trial of a
-runner_optuna sweep keeps it in two halves: its parent run's base config (the artifact its
-tag runner.base_config names, uploaded once per sweep) and its sampled values (its tag
-optuna.params). The config is composed as the primary config on top of runner's schema and
-run as a new single run tagged user.rerun_of. Extra Hydra overrides apply on top.
-"""
-
-from __future__ import annotations
-
-import argparse
-import json
-import os
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
-from .errors import RunnerError, first_line
+from .commands.rerun import main, recorded_config
 
-# The tag of a sweep trial naming its parent's artifact with the trial's base config
-# (hydra_plugins/runner_optuna_sweeper/_trial.py).
-BASE_CONFIG_TAG = "runner.base_config"
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runner.rerun", description=__doc__.splitlines()[0])
-    parser.add_argument("run_id")
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="where the run is stored (default: MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db)",
-    )
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_intermixed_args(argv)  # options before or after the overrides
-    uri = (
-        args.tracking_uri
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or ("sqlite:///" + str(Path("mlruns", "mlflow.db").resolve()))
-    )
-    from mlflow import MlflowClient
-
-    from .console import say
-    from .secrets import redact_url
-
-    client = MlflowClient(tracking_uri=uri)
-    with tempfile.TemporaryDirectory(prefix="runner-rerun-") as tmp:
-        try:
-            body = recorded_config(client, args.run_id, tmp)
-        except RerunError as exc:
-            say(f"runner: error: run {args.run_id} at {redact_url(uri)}: {exc}")
-            return 2
-        Path(tmp, "rerun.yaml").write_text("defaults:\n  - runner_schema\n  - _self_\n\n" + body)
-        cmd = [
-            sys.executable,
-            "-m",
-            "runner",
-            "--config-dir",
-            tmp,
-            "--config-name",
-            "rerun",
-            f"++tags.rerun_of={args.run_id}",
-            *args.overrides,
-        ]
-        return subprocess.call(cmd)
-
-
-class RerunError(RunnerError):
-    """The run's record does not hold its config."""
-
-
-def recorded_config(client, run_id: str, tmp: str) -> str:
-    """The YAML config run `run_id` ran with, from its MLflow record (downloads into tmp)."""
-    from omegaconf import OmegaConf
-
-    try:
-        run = client.get_run(run_id)
-    except Exception as exc:
-        raise RerunError(f"cannot read the run: {first_line(exc)}") from None
-    tags = run.data.tags
-    base = tags.get(BASE_CONFIG_TAG)
-    if not base:
-        return _download(client, run_id, "config/resolved.yaml", tmp)
-    parent = tags.get("mlflow.parentRunId")
-    if not parent or "optuna.params" not in tags:
-        raise RerunError(
-            f"a sweep trial needs its parent run (tag mlflow.parentRunId) and its sampled values "
-            f"(tag optuna.params, written when the trial ends); found {'parent' if parent else 'no parent'}, "
-            f"{'values' if 'optuna.params' in tags else 'no values'}"
-        )
-    cfg = OmegaConf.create(_download(client, parent, base, tmp))
-    for key, value in json.loads(tags["optuna.params"]).items():
-        OmegaConf.update(cfg, key.lstrip("+~"), value, merge=True)
-    return OmegaConf.to_yaml(cfg)
-
-
-def _download(client, run_id: str, path: str, tmp: str) -> str:
-    try:
-        return Path(client.download_artifacts(run_id, path, tmp)).read_text()
-    except Exception as exc:
-        raise RerunError(f"cannot read {path} of run {run_id}: {first_line(exc)}") from None
-
+__all__ = ["main", "recorded_config"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,8 +2,10 @@
 
 - RUNNER_TEST_KILL_AT=<point>[:<n>]: the process SIGKILLs itself the n-th time (default
   1st) it reaches kill_point(<point>). Points: feature_pull (cache temp file written, not
-  renamed), trial (logged, run not ended), between_trials, parent (the sweep's parent run
-  created, not yet recorded in the study), summary, register.
+  renamed), between_trials, summary, register, and the run lifecycle's (runner/tracking/
+  lifecycle.py) <kind>_started (the run exists, its owner does not know it yet) and
+  <kind>_ending (logged, the run not ended) for the kinds run, trial, parent, grid_parent,
+  score, filled: e.g. trial_ending, parent_started.
 - RUNNER_TEST_BARRIER=<point>:<dir>:<n>: barrier(<point>) waits until n processes have
   reached it (at most 120 s), so tests can make workers race on purpose, or hold a process
   at a point while they change the world around it. Points: parent, summary, score (a

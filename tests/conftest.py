@@ -1,4 +1,5 @@
-"""Shared fixtures: real services on loopback, and a clean MLflow/runner state per test."""
+"""Shared fixtures (real services on loopback, a clean MLflow/runner state per test) and the
+check that every test is in a tier: `unit` or `integration`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,30 @@ REPO = Path(__file__).resolve().parent.parent
 # starts would inherit that, start_new_session or not; Python then installs no handler.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+TIERS = ("unit", "integration")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: every collected test is checked
+def pytest_collection_modifyitems(config, items):
+    """Every test belongs to exactly one tier, given by its module's `pytestmark`: `unit` (fast,
+    no service or runner process: `python -m pytest -m unit`) or `integration`."""
+    wrong: dict = {}
+    for item in items:
+        tiers = [tier for tier in TIERS if item.get_closest_marker(tier)]
+        if len(tiers) != 1:
+            problem = " and ".join(tiers) or "no tier marker"
+            wrong.setdefault((item.location[0], problem), []).append(item.name)
+    if wrong:
+        lines = [
+            f"  {path}: {problem} on {len(names)} test(s), e.g. {names[0]}" for (path, problem), names in wrong.items()
+        ]
+        raise pytest.UsageError(
+            "every test needs exactly one tier marker, unit or integration: put "
+            "`pytestmark = pytest.mark.unit` (or `pytest.mark.integration`) at the top of its module "
+            "(docs/development.md, Adding a test)\n" + "\n".join(lines)
+        )
 
 
 @pytest.fixture(scope="session")

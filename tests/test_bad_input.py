@@ -12,6 +12,8 @@ from tests.conftest import run_runner
 from tests.support.servers import FakesnowProcess
 from tests.support.sigv4_proxy import Sigv4Proxy
 
+pytestmark = pytest.mark.integration
+
 SMALL = ["data.demo.events=20000", "data.demo.customers=2000", "model.num_boost_round=10"]
 NO_FEATURES = ["data.features=null"]
 

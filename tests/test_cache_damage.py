@@ -1,4 +1,4 @@
-"""A damaged feature cache, end to end with `python -m runner` (issue 14, "Damaged cache"):
+"""A damaged feature cache, end to end with `python -m runner`:
 a cut-short entry or a damaged index file is one warning line and a miss, never a
 pyarrow traceback; a full disk is one error naming data.cache_dir and a FAILED run."""
 
@@ -17,6 +17,8 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import run_runner
+
+pytestmark = pytest.mark.integration
 
 SMALL = ["data=synthetic", "data.demo.rows=2000", "data.demo.n_features=5", "model.num_boost_round=20"]
 

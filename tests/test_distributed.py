@@ -1,4 +1,4 @@
-"""Distributed sweeps (issue 4 items 6 and 7): three `python -m runner --multirun` workers
+"""Distributed sweeps: three `python -m runner --multirun` workers
 share one Optuna study in a real PostgreSQL server on loopback; Hydra's joblib launcher
 runs trials in separate processes. Checked through Optuna and MLflow, real components only."""
 
@@ -20,6 +20,8 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from tests.support.servers import PostgresCluster
+
+pytestmark = pytest.mark.integration
 
 SMALL = ["data.demo.events=20000", "data.demo.customers=2000", "model.num_boost_round=20"]
 N_TRIALS = 6
@@ -239,7 +241,7 @@ def test_joblib_launcher_runs_trials_in_worker_processes(tmp_path, mlflow_server
     assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
     assert all(t.state == S.COMPLETE for t in study.trials)
     assert {t.user_attrs["runner.worker"]["pid"] for t in study.trials} == worker_pids
-    # each launcher job knows the parent's base config (python -m runner.rerun; issue 12)
+    # each launcher job knows the parent's base config, so python -m runner.rerun can rebuild it
     (base,) = {c.data.tags["runner.base_config"] for c in children}
     assert base in {a.path for a in client.list_artifacts(parents[0].info.run_id, "config")}
     print(f"\njoblib: sweeper pid {proc.pid}, trial processes {sorted(worker_pids)}")

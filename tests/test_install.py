@@ -1,5 +1,5 @@
 """runner installed like a tool: a wheel built from the repo, in a fresh virtual environment,
-used from a folder outside the repo (issue 11).
+used from a folder outside the repo.
 
 The venv installs the wheel with its dependencies from pip's package cache (warm after the
 README's install), so it gets the newest releases the ranges in pyproject.toml allow. Every
@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
 
 SMALL = ["data=synthetic", "data.demo.rows=2000", "data.demo.n_features=5", "model.num_boost_round=20"]
 SMALL_DEMO = ["data.demo.customers=2000", "data.demo.events=20000", "model.num_boost_round=20"]
@@ -68,7 +70,7 @@ def _runs(folder: Path, experiment: str = "runner") -> list:
 def test_the_wheel_carries_conf_and_runs_from_any_folder(venv, tmp_path):
     py = venv / "bin" / "python"
     where = _run(
-        [py, "-c", "import runner, runner.app; print(runner.__file__); print(runner.app.conf_dir())"], tmp_path
+        [py, "-c", "import runner, runner.commands.app as app; print(runner.__file__); print(app.conf_dir())"], tmp_path
     )
     assert where.returncode == 0, where.stderr
     module, conf = where.stdout.split()

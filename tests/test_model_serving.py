@@ -1,4 +1,4 @@
-"""The logged model serves the rows the feature definition produces (issue 12), end to end on
+"""The logged model serves the rows the feature definition produces, end to end on
 real components: `python -m runner` (single run and sweep) on the embedded warehouse with the
 local tracker, `mlflow.pyfunc.load_model`, and the real `mlflow models predict` CLI.
 
@@ -26,6 +26,8 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
 from tests.conftest import run_runner
+
+pytestmark = pytest.mark.integration
 
 DATA = ["data=demo", "data.demo.customers=3000", "data.demo.events=40000"]
 SWEEP = ["sweep=lightgbm", "hydra.sweeper.n_trials=3", *DATA[1:], "model.num_boost_round=30"]
@@ -113,7 +115,9 @@ def cli_predict(model_uri: str, uri: str, frame: pd.DataFrame, fmt: str, tmp: Pa
 
 
 def check_model(model_uri: str, uri: str, cache_dir: str, params: dict, auc: float, tmp: Path) -> None:
-    """Everything issue 12 asks of a logged model, for the model at model_uri."""
+    """The model at model_uri scores raw rows as the booster scores their training-time codes
+    (the run's own valid AUC), with a text signature, in any column order, with unseen categories
+    and nulls, and through the `mlflow models predict` CLI on JSON and CSV."""
     import mlflow
     from sklearn.metrics import roc_auc_score
 

@@ -21,6 +21,8 @@ from tests.conftest import run_runner
 from tests.support.servers import MlflowServer, MotoS3, free_port
 from tests.support.sigv4_proxy import Sigv4Proxy
 
+pytestmark = pytest.mark.integration
+
 ARN = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/test"
 SMALL = ["data.demo.events=50000", "data.demo.customers=3000", "model.num_boost_round=30"]
 

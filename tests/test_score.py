@@ -1,4 +1,5 @@
-"""`python -m runner.score MODEL_URI` (issue 12, part 3) end to end on real components.
+"""`python -m runner.score MODEL_URI` scores a feature definition's rows with a logged model,
+end to end on real components.
 
 A model is trained once per module with `python -m runner` on the embedded warehouse (local
 tracker in a temp folder) and registered as models:/churn/1. Scoring runs as a subprocess:
@@ -33,10 +34,12 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
-from runner.data.demo import seed_sql
+from runner.embedded.demo import seed_sql
 from tests.conftest import run_runner
 from tests.support.servers import FakesnowProcess
 from tests.support.sigv4_proxy import Sigv4Proxy
+
+pytestmark = pytest.mark.integration
 
 DEMO = SimpleNamespace(seed=7, customers=3000, events=40000)
 DATA = [f"data.demo.customers={DEMO.customers}", f"data.demo.events={DEMO.events}"]

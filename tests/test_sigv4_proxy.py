@@ -32,6 +32,8 @@ except ImportError:  # pytest run without the repo root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.support.sigv4_proxy import Sigv4Proxy
 
+pytestmark = pytest.mark.integration
+
 ACCESS_KEY = "AKIDRUNNERTEST"
 SECRET_KEY = "runner/test+secret/KEY"
 REGION = "us-east-1"

@@ -14,6 +14,8 @@ from mlflow import MlflowClient
 
 from tests.conftest import run_runner
 
+pytestmark = pytest.mark.integration
+
 SMALL = ["data.demo.events=60000", "data.demo.customers=4000", "model.num_boost_round=60"]
 
 

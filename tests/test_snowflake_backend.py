@@ -34,11 +34,13 @@ from runner.data import (
     snapshot_timestamp,
     time_travel_sql,
 )
-from runner.data.demo import seed_sql
+from runner.embedded.demo import seed_sql
 from runner.errors import ConfigError, WarehouseError
 from tests.conftest import run_runner
 from tests.support.servers import FakesnowProcess, free_port
 from tests.support.sigv4_proxy import Sigv4Proxy
+
+pytestmark = pytest.mark.integration
 
 CANARY = "canary-pw-5be1c0d9"
 NOPS = [r"^ALTER SESSION SET QUERY_TAG.*", r"^ALTER SESSION UNSET QUERY_TAG.*", r"^select system\$cancel_all_queries.*"]

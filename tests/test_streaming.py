@@ -1,5 +1,5 @@
-"""Large results stream (issue 15, parts 1-2): the embedded warehouse answers them in chunks
-as Snowflake does (runner/data/emulator_server.py), the real connector downloads the chunks,
+"""Large results stream: the embedded warehouse answers them in chunks
+as Snowflake does (runner/embedded/server.py), the real connector downloads the chunks,
 Snowpark hands them out batch by batch, and the pull writes them into the feature cache as
 they come. Memory itself is measured by benchmarks/memory.py, not here."""
 
@@ -12,6 +12,8 @@ from runner.config import DataConfig
 from runner.data import FeatureCache, Warehouse, load_features
 from runner.errors import DataError
 from tests.support.servers import FakesnowProcess
+
+pytestmark = pytest.mark.integration
 
 ROWS = 60_000
 FEATURES = 8

@@ -1,4 +1,4 @@
-"""Trials as submitit jobs (issue 15 part 6): `hydra/launcher=submitit_local` runs each trial
+"""Trials as submitit jobs: `hydra/launcher=submitit_local` runs each trial
 in a subprocess of submitit's local executor (the same pickled-job path as SLURM, without the
 scheduler) against one PostgreSQL study and one real `mlflow server`. Checked through Optuna,
 MLflow and the files submitit writes; docs/cluster.md has the SLURM and Kubernetes recipes."""
@@ -20,6 +20,8 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from tests.support.servers import PostgresCluster
+
+pytestmark = pytest.mark.integration
 
 SMALL = ["data.demo.events=20000", "data.demo.customers=2000", "model.num_boost_round=20"]
 N_TRIALS, N_JOBS = 4, 2
@@ -187,7 +189,7 @@ def test_a_killed_job_stops_the_sweep_in_one_line_and_the_same_command_resumes(p
     """A job that dies without a result (SIGKILL here; on SLURM a time limit, OOM or preemption)."""
     study_name, experiment = unique("study"), unique("submitit-kill")
     args = base_args(postgres, mlflow_server, study_name, experiment, tmp_path / "cache", n_trials=N_JOBS)
-    killed = sweep(tmp_path, args, extra_env={"RUNNER_TEST_KILL_AT": "trial"})  # every job, at its trial
+    killed = sweep(tmp_path, args, extra_env={"RUNNER_TEST_KILL_AT": "trial_ending"})  # every job, at its trial
     assert killed.returncode == 2, killed.stderr[-3000:]
     assert "Traceback" not in killed.stderr
     (line,) = [line for line in killed.stderr.splitlines() if line.startswith("runner: error:")]

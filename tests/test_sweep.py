@@ -22,6 +22,8 @@ from mlflow import MlflowClient
 from tests.conftest import run_runner
 from tests.support.sigv4_proxy import Sigv4Proxy
 
+pytestmark = pytest.mark.integration
+
 SMALL = ["data.demo.events=100000", "data.demo.customers=5000", "model.num_boost_round=30"]
 # Aggressive pruning so a 6-trial sweep prunes: from the 3rd trial on, every round.
 PRUNE_HARD = [
@@ -171,7 +173,7 @@ def test_artifacts_and_registered_model_on_the_parent(main_sweep, mlflow_server)
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (version,) = client.search_model_versions(f"name='{model}'")
     assert version.run_id == parent.data.tags["best.run_id"]
-    # only the winner uploaded a model: an MLflow 3 logged model of its run (issue 12), which the
+    # only the winner uploaded a model: an MLflow 3 logged model of its run, which the
     # parent and the registered version name; no trial's run holds model files of its own
     children = split(runs_of(client, experiment))[1]
     (logged,) = client.search_logged_models([parent.info.experiment_id])
@@ -182,7 +184,7 @@ def test_artifacts_and_registered_model_on_the_parent(main_sweep, mlflow_server)
 
 def test_any_trial_reruns_from_mlflow_alone(main_sweep, mlflow_server, tmp_path):
     """The best trial and another one, re-created by `python -m runner.rerun` from an empty folder:
-    the parent's base config (one upload per sweep) + the trial's optuna.params tag (issue 12)."""
+    the parent's base config (one upload per sweep) + the trial's optuna.params tag."""
     cwd, experiment, *_ = main_sweep
     client = MlflowClient(mlflow_server.url)
     (parent,), children = split(runs_of(client, experiment))

@@ -21,6 +21,8 @@ from tests.conftest import run_runner
 from tests.support.servers import free_port
 from tests.support.sigv4_proxy import Sigv4Proxy
 
+pytestmark = pytest.mark.integration
+
 SMALL = ["data.demo.events=50000", "data.demo.customers=3000", "model.num_boost_round=30"]
 USER, PASSWORD, TOKEN = "alice", "pw-canary-7f3e9a", "tok-canary-51c2d8"
 API = "/api/2.0/mlflow"

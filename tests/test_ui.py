@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from tests.conftest import run_runner
 from tests.support.browser import INSTALL_HINT, Chromium, MlflowUi
 
-pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason=INSTALL_HINT)
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(shutil.which("chromium") is None, reason=INSTALL_HINT)]
 
 SMALL = ["data.demo.events=100000", "data.demo.customers=5000", "model.num_boost_round=30"]
 PARENT = "runner-lightgbm"  # the parent run's name: the study's

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Optional, Set, Tuple, Union
 
 from optuna.trial import TrialState
 
 from runner.errors import ConfigError
+from runner.names import TrialAttr
 
 from ._liveness import is_mine, owner_info, stale_reason
 from ._state import Sweep
 from ._trial import Outcome
+
+if TYPE_CHECKING:
+    from optuna.trial import Trial
 
 _COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
@@ -34,7 +38,7 @@ class Budget:
         timeout: Optional[float] = None,
         on_tell: Optional[Callable[[Budget, int, Outcome], None]] = None,
         extend: Optional[Callable[[Any], None]] = None,
-    ):
+    ) -> None:
         self.sweep = sweep
         self.study = sweep.study
         self.stop = stop
@@ -48,7 +52,7 @@ class Budget:
         self.ask_lock = threading.Lock()
         self._done = threading.Condition()
         self._reaped_at = 0.0
-        self.mine: Dict[int, int] = {}  # trial number -> trial id, running in this process
+        self.mine: Set[int] = set()  # numbers of the trials running in this process
         self.session_done = 0  # COMPLETE + PRUNED trials of this invocation
         self.feature_queries = 0
         self.failures = 0
@@ -90,7 +94,7 @@ class Budget:
                 n += 1
         return n
 
-    def ask(self):
+    def ask(self) -> Union[Trial, None, Literal[False]]:
         """A new trial; None when the budget is (about to be) spent; False when another
         process took the last slot meanwhile. Serialized in-process."""
         limit = self.sweep.limit
@@ -99,27 +103,27 @@ class Budget:
             if c["finished"] + c["running"] + c["waiting"] >= limit:
                 return None
             trial = self.study.ask(self.sweep.space.distributions)
-            trial.set_user_attr("runner.owner", owner_info())
+            trial.set_user_attr(TrialAttr.OWNER, owner_info())
             # Other processes may share the storage: count what is numbered before us.
             counted = [t for t in self.study.get_trials(deepcopy=False, states=_COUNTED) if t.number < trial.number]
             if len(counted) >= limit:
-                trial.set_user_attr("over_budget", True)
+                trial.set_user_attr(TrialAttr.OVER_BUDGET, True)
                 self.study.tell(trial, state=TrialState.FAIL)
                 return False
-            self.mine[trial.number] = trial._trial_id
+            self.mine.add(trial.number)
             if self.extend is not None:
                 try:
                     self.extend(trial)
                 except ConfigError as exc:  # the user's hook failed: this trial fails, the sweep stops
-                    self.mine.pop(trial.number, None)
-                    trial.set_user_attr("error", str(exc)[:1000])
+                    self.mine.discard(trial.number)
+                    trial.set_user_attr(TrialAttr.ERROR, str(exc)[:1000])
                     self._tell(trial, state=TrialState.FAIL)
                     self.fatal = self.fatal or str(exc)
                     self.stop.set()
                     return False
             return trial
 
-    def tell(self, trial, outcome: Outcome) -> None:
+    def tell(self, trial: Trial, outcome: Outcome) -> None:
         """Record a trial's outcome in the study, update this invocation's counts, maybe stop."""
         from optuna.exceptions import UpdateFinishedTrialError
 
@@ -127,21 +131,21 @@ class Budget:
             return  # already ended by an interrupt (the sweep did not wait for this thread)
         try:
             if outcome.feature_queries:  # summed over the study's trials for the parent run
-                trial.set_user_attr("feature_queries", outcome.feature_queries)
+                trial.set_user_attr(TrialAttr.FEATURE_QUERIES, outcome.feature_queries)
             if outcome.state == "COMPLETE":
                 self._tell(trial, values=outcome.values)
             elif outcome.state == "PRUNED":
                 self._tell(trial, state=TrialState.PRUNED)
             else:
                 if outcome.error:
-                    trial.set_user_attr("error", outcome.error[:1000])
+                    trial.set_user_attr(TrialAttr.ERROR, outcome.error[:1000])
                 if outcome.error and outcome.error.startswith("SweepStopped"):
-                    trial.set_user_attr("interrupted", True)
+                    trial.set_user_attr(TrialAttr.INTERRUPTED, True)
                 self._tell(trial, state=TrialState.FAIL)
         except UpdateFinishedTrialError:
             return  # ended by an interrupt meanwhile
         finally:
-            self.mine.pop(trial.number, None)
+            self.mine.discard(trial.number)
         with self._done:
             self.session_done += outcome.state in ("COMPLETE", "PRUNED")
             self.session_told += 1
@@ -168,7 +172,7 @@ class Budget:
         if self.on_tell is not None:
             self.on_tell(self, trial.number, outcome)
 
-    def _tell(self, trial, **kwargs: Any) -> None:
+    def _tell(self, trial: Trial, **kwargs: Any) -> None:
         """study.tell, minus the GridSampler's Study.stop() when its grid is done: that call
         is only allowed inside study.optimize, and the trial is told (saved) before it."""
         try:
@@ -194,8 +198,7 @@ class Budget:
             if reason is None:
                 continue
             try:
-                self.study._storage.set_trial_user_attr(t._trial_id, "stale", reason)
-                self.study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                self.sweep.fail_trial(t.number, TrialAttr.STALE, reason)
             except Exception:  # finished by its owner after all
                 continue
             reaped.append((t, reason))

@@ -6,18 +6,23 @@ from __future__ import annotations
 import copy
 import os
 import threading
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from runner.errors import ConfigError, first_line
+from runner.names import TrialAttr
 
 from ._search_space import SearchSpace, check_keys
+
+if TYPE_CHECKING:
+    from hydra.core.config_loader import ConfigLoader
+    from optuna.trial import FrozenTrial
 
 _COMPOSE_LOCK = threading.Lock()  # Hydra's config loader is not thread-safe
 
 
-def split_arguments(config_loader, arguments: Sequence[str]) -> Tuple[List[str], List[str]]:
+def split_arguments(config_loader: ConfigLoader, arguments: Sequence[str]) -> Tuple[List[str], List[str]]:
     """The command line's overrides: (fixed ones, sweep ones like a=1,2 or interval(...))."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -30,7 +35,7 @@ def split_arguments(config_loader, arguments: Sequence[str]) -> Tuple[List[str],
 
 
 class Composer:
-    def __init__(self, config_loader, config: DictConfig):
+    def __init__(self, config_loader: ConfigLoader, config: DictConfig) -> None:
         self.config_loader = config_loader
         self.config = config  # the multirun's config (with its hydra node)
         self.fixed_args: List[str] = []
@@ -91,12 +96,12 @@ class Composer:
             OmegaConf.update(cfg, key, value, merge=True)
         return cfg
 
-    def config_of(self, trial) -> DictConfig:
+    def config_of(self, trial: FrozenTrial) -> DictConfig:
         """The config a finished trial ran with (from its recorded overrides when the
         search space has changed since)."""
-        if set(trial.params) == set(self.space.distributions) or not trial.user_attrs.get("overrides"):
+        if set(trial.params) == set(self.space.distributions) or not trial.user_attrs.get(TrialAttr.OVERRIDES):
             return self.trial_config(trial.params)
-        return self.compose(trial.user_attrs.get("overrides") or [])
+        return self.compose(trial.user_attrs.get(TrialAttr.OVERRIDES) or [])
 
     def check_bounds(self) -> None:
         """Build the config with each param's low and high bound, one param at a time, so a

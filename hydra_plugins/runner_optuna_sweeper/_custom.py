@@ -4,13 +4,16 @@ params derived from others. New config keys use Hydra's `+key` convention."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from omegaconf import DictConfig
 
 from runner.errors import ConfigError, first_line
 
 from ._search_space import SearchSpace, check_keys
+
+if TYPE_CHECKING:
+    from optuna.trial import Trial
 
 Hook = Callable[[DictConfig, Any], None]
 
@@ -54,7 +57,7 @@ def dry_run(hook: Hook, path: str, config: DictConfig, space: SearchSpace, base:
 def extend(hook: Hook, path: str, config: DictConfig) -> Callable[[Any], None]:
     """The per-trial call: `trial` gets the hook's params on top of the sampled ones."""
 
-    def call(trial) -> None:
+    def call(trial: Trial) -> None:
         try:
             hook(config, trial)
         except Exception as exc:

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from runner import console
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ._budget import Budget
+    from ._state import Sweep
+    from ._trial import Outcome
 
 _PRINT_LOCK = threading.Lock()  # worker threads print progress lines concurrently
 
@@ -33,7 +40,7 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def markdown(table) -> str:
+def markdown(table: pd.DataFrame) -> str:
     """A pandas DataFrame as a markdown table (the parent run's optuna/top_trials.md)."""
     cols = list(table.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -42,7 +49,7 @@ def markdown(table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def text_table(table) -> str:
+def text_table(table: pd.DataFrame) -> str:
     """A pandas DataFrame as aligned text for the terminal; dotted column names shortened."""
     cols = list(table.columns)
     cells = [[str(c).split(".")[-1] for c in cols]] + [[fmt(row[c]) for c in cols] for _, row in table.iterrows()]
@@ -83,7 +90,7 @@ def progress_line(
     )
 
 
-def show_progress(sweep, budget, number: int, outcome) -> None:
+def show_progress(sweep: Sweep, budget: Budget, number: int, outcome: Outcome) -> None:
     """Budget.on_tell: the progress line of a trial just told (hydra.sweeper.progress)."""
     say(
         progress_line(

@@ -10,8 +10,9 @@ orchestrates; each step lives in a module of its own:
   3. open/create the study (load_if_exists) in the storage (default: SQLite file
      .runner/optuna/<study>.db under the current directory) with its sampler and pruner
      (_storage, _samplers);
-  4. reuse the study's parent MLflow run (study user attr mlflow_parent_run_id) or create
-     it, fail stale RUNNING trials left by a killed process (_recovery, _liveness);
+  4. the parent MLflow run, a Tracker.run block around steps 4-6: the study's own run
+     (study user attr mlflow_parent_run_id) continued, or created; fail stale RUNNING
+     trials left by a killed process (_recovery, _liveness);
   5. n_jobs worker threads loop ask -> trial -> tell until the study has n_trials
      COMPLETE+PRUNED trials (no batch barrier; _loop, _budget, _trial, _pruning). Each
      trial composes its own config and calls runner.job.run_job directly with a pruning
@@ -32,15 +33,17 @@ import math
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
 from runner.console import exit_with
 from runner.errors import ConfigError, RunnerError
 from runner.interrupts import INTERRUPTS
+from runner.names import Tag
 from runner.secrets import redact_url, scrub
 from runner.testhooks import barrier
+from runner.tracking.lifecycle import LEFT_RUNNING, Run
 
 from . import _custom, _display, _recovery, _results, _settings
 from ._budget import Budget
@@ -52,11 +55,16 @@ from ._objective import objective
 from ._resume import reconcile
 from ._samplers import build
 from ._search_space import describe, parse_space
-from ._state import Sweep
+from ._state import Plan, Sweep
 from ._storage import open_study, safe_name, storage_url, study_lock
 from ._summary import finish, ranked
 from ._summary import summary as summary_of
 from ._trial import TrialContext
+
+if TYPE_CHECKING:
+    from hydra.types import HydraContext, TaskFunction
+
+    from runner.tracking import Tracker
 
 log = logging.getLogger("runner.sweep")
 
@@ -64,7 +72,7 @@ BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
 class RunnerOptunaSweeperImpl:
-    def __init__(self, settings: Dict[str, Any]):
+    def __init__(self, settings: Dict[str, Any]) -> None:
         self.kwargs = dict(settings)  # as Hydra passed them; typed in sweep()
         self.launcher: Optional[Any] = None
         self.config: Optional[DictConfig] = None
@@ -74,7 +82,7 @@ class RunnerOptunaSweeperImpl:
 
     # Hydra API ---------------------------------------------------------------
 
-    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
 
         self.hydra_context = hydra_context
@@ -104,6 +112,11 @@ class RunnerOptunaSweeperImpl:
             if self._prefetch is not None and self._trials_started and not interrupted:
                 self._prefetch.join()
 
+    @property
+    def _config(self) -> DictConfig:
+        assert self.config is not None, "setup() first"
+        return self.config
+
     # the sweep ---------------------------------------------------------------
 
     def _sweep(self, arguments: List[str]) -> Any:
@@ -117,9 +130,30 @@ class RunnerOptunaSweeperImpl:
         quiet_libraries()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         started = time.perf_counter()
-        settings = _settings.from_kwargs(self.kwargs)
+        plan = self._plan(_settings.from_kwargs(self.kwargs), arguments)  # 1-3: checked before anything runs
+        sweep, budget = self._open(plan, started)  # 3: the study, its budget
+        tracker = Tracker(plan.base.tracker)
+        with _recovery.parent_run(
+            sweep, tracker, plan.base, arguments, self._parent_tags(plan, sweep), budget
+        ) as parent:
+            try:
+                return self._run(plan, sweep, budget, tracker, parent)  # 4-6
+            except KeyboardInterrupt:
+                self.stop.set()
+                c, others = budget.counts(), budget.others_running()
+                INTERRUPTS.keep(
+                    f"study {plan.study_name!r} keeps {c['finished']}/{sweep.limit} finished trials (interrupted "
+                    f"ones are not counted), parent run {sweep.parent_run_id} "
+                    + ("left RUNNING for the other workers" if others else "ended KILLED"),
+                    outer=True,
+                )
+                raise
+            finally:
+                self.stop.set()
 
-        # 1. search space and the trials' base config, checked before anything runs
+    def _plan(self, settings: _settings.Settings, arguments: List[str]) -> Plan:
+        """Steps 1-3: the search space, the trials' base config, the objective, the sampler
+        and pruner; every setting checked before anything is created."""
         assert self.config is not None, "setup() first"
         composer = Composer(self.config_loader, self.config)
         fixed_args, sweep_args = split_arguments(self.config_loader, arguments)
@@ -132,40 +166,39 @@ class RunnerOptunaSweeperImpl:
         _settings.check(settings)
         if not self.in_process:
             check_launcher(self.config)  # no typed password pickled into job files
-        n_jobs, n_trials = settings.n_jobs, settings.n_trials
-        base = composer.set_base(fixed_args, space, n_jobs, self.in_process)
+        base = composer.set_base(fixed_args, space, settings.n_jobs, self.in_process)
         hook = _custom.load(settings.custom_search_space)
         if hook is not None:
             _custom.dry_run(hook, str(settings.custom_search_space), self.config, space, base)
-
-        # 2. objective
         metrics, directions = objective(settings.metric, settings.direction, base)
-
-        # 3. sampler, pruner, storage, study
-        sampler, sampler_desc = build("sampler", settings.sampler, space)
-        pruner, pruner_desc = build("pruner", settings.pruner, space)
+        sampler = build("sampler", settings.sampler, space)
+        pruner = build("pruner", settings.pruner, space)
         choices = OmegaConf.select(self.config, "hydra.runtime.choices", default={}) or {}
         study_name = settings.study_name or f"runner-{choices.get('sweep') or base.tracker.experiment}"
+        return Plan(settings, composer, space, base, hook, metrics, directions, study_name, sampler, pruner)
+
+    def _open(self, plan: Plan, started: float) -> Tuple[Sweep, Budget]:
+        """Step 3: the data prefetched while the study opens; the study and its trial budget."""
+        settings = plan.settings
         # Every trial reads the same data (no config group searched): pull and prepare it
         # now, while the study, the tracking store and the parent run are set up.
-        if self.in_process and not composer.slow_keys:
+        if self.in_process and not plan.composer.slow_keys:
             from runner.job import prefetch
 
-            self._prefetch = prefetch(base, query_tag=f"runner sweep study={study_name}")
+            self._prefetch = prefetch(plan.base, query_tag=f"runner sweep study={plan.study_name}")
             # Imports hold the GIL: LightGBM's (with scikit-learn and scipy, ~1.3 s) is taken
             # here, while the prefetch reads, so that the prefetch's Dataset construction
             # (no GIL, both cores) overlaps MLflow's import below instead of following it.
             import lightgbm  # noqa: F401
-        url = storage_url(settings.storage, study_name)
-        shown_storage = redact_url(url)
-        study = open_study(url, study_name, sampler, pruner, directions)
-        for note in reconcile(study, space, shown_storage):  # a space changed since the study began
-            _display.say(f"runner: study {study_name!r}: {note}")
-        limit = n_trials
-        if sampler_desc["name"] == "GridSampler":
-            size = math.prod(len(v) for v in sampler.__dict__.get("_search_space", {}).values()) or n_trials
-            limit = min(n_trials, size)
-        sweep = Sweep(study, url, metrics, directions, space, limit, started)
+        url = storage_url(settings.storage, plan.study_name)
+        storage, study = open_study(url, plan.study_name, plan.sampler[0], plan.pruner[0], plan.directions)
+        for note in reconcile(study, plan.space, redact_url(url)):  # a space changed since the study began
+            _display.say(f"runner: study {plan.study_name!r}: {note}")
+        grid = plan.sampler[1].get("grid")
+        limit = settings.n_trials
+        if grid:  # GridSampler: no more trials than the grid has points
+            limit = min(limit, math.prod(len(v) for v in grid.values()) or limit)
+        sweep = Sweep(study, url, plan.metrics, plan.directions, plan.space, limit, started, storage=storage)
         budget = Budget(
             sweep,
             stop=self.stop,
@@ -174,109 +207,96 @@ class RunnerOptunaSweeperImpl:
             max_failure_rate=settings.max_failure_rate,
             timeout=settings.timeout,
             on_tell=functools.partial(_display.show_progress, sweep) if settings.progress else None,
-            extend=_custom.extend(hook, str(settings.custom_search_space), self.config) if hook else None,
+            extend=_custom.extend(plan.hook, str(settings.custom_search_space), self._config) if plan.hook else None,
         )
-        model_dir = (Path.cwd() / ".runner" / "models" / safe_name(study_name)).resolve()
+        return sweep, budget
 
-        # 4. parent run
-        task_cfg = base
-        tracker = Tracker(task_cfg.tracker)
-        settings_tags = {
-            "runner.sweep": "runner_optuna",
-            "optuna.study_name": study_name,
-            "optuna.sampler": sampler_desc["name"],
-            "optuna.sampler.options": json.dumps(sampler_desc["options"], default=str),
-            "optuna.pruner": pruner_desc["name"],
-            "optuna.pruner.options": json.dumps(pruner_desc["options"], default=str),
-            "optuna.direction" if len(directions) == 1 else "optuna.directions": ",".join(directions),
-            "optuna.metric": ",".join(metrics),
-            "optuna.storage": shown_storage,
-            "optuna.n_trials": n_trials,
-            "optuna.n_jobs": n_jobs,
-            "optuna.search_space": json.dumps(describe(space)),
-            "optuna.launcher": "threads"
-            if self.in_process
-            else OmegaConf.select(self.config, "hydra.launcher._target_"),
+    def _parent_tags(self, plan: Plan, sweep: Sweep) -> Dict[str, Any]:
+        """The parent run's optuna.* tags: how the study searches."""
+        sampler, pruner, directions = plan.sampler[1], plan.pruner[1], plan.directions
+        return {
+            Tag.SWEEP: "runner_optuna",
+            Tag.STUDY_NAME: plan.study_name,
+            Tag.SAMPLER: sampler["name"],
+            Tag.SAMPLER_OPTIONS: json.dumps(sampler["options"], default=str),
+            Tag.PRUNER: pruner["name"],
+            Tag.PRUNER_OPTIONS: json.dumps(pruner["options"], default=str),
+            Tag.DIRECTION if len(directions) == 1 else Tag.DIRECTIONS: ",".join(directions),
+            Tag.METRIC: ",".join(plan.metrics),
+            Tag.STORAGE: redact_url(sweep.storage_url),
+            Tag.N_TRIALS: plan.settings.n_trials,
+            Tag.N_JOBS: plan.settings.n_jobs,
+            Tag.SEARCH_SPACE: json.dumps(describe(plan.space)),
+            Tag.LAUNCHER: "threads" if self.in_process else OmegaConf.select(self._config, "hydra.launcher._target_"),
         }
-        sweep.parent_run_id, resumed = _recovery.ensure_parent(sweep, tracker, task_cfg, arguments, settings_tags)
-        parent_status: Optional[str] = "FAILED"
-        try:
-            _recovery.fail_stale(sweep, tracker, budget)
-            _recovery.give_runs(sweep, tracker, task_cfg)
-            before = budget.counts()
+
+    def _run(self, plan: Plan, sweep: Sweep, budget: Budget, tracker: Tracker, parent: Run) -> Any:
+        """Steps 4-5 inside the parent run: recovery, the trials; then the summary."""
+        settings, composer, study_name = plan.settings, plan.composer, plan.study_name
+        _recovery.fail_stale(sweep, tracker, budget)
+        _recovery.give_runs(sweep, tracker, plan.base)
+        before = budget.counts()
+        _display.say(
+            f"runner: study {study_name!r} ({'resumed' if parent.adopted or before['finished'] else 'new'}, "
+            f"{before['finished']}/{sweep.limit} trials finished) in {redact_url(sweep.storage_url)}; parent run "
+            f"{parent.id}; {plan.sampler[1]['name']} sampler, {plan.pruner[1]['name']}, "
+            f"{'threads' if self.in_process else 'launcher'} x{settings.n_jobs}"
+        )
+        self._save_multirun_yaml()
+        ctx = TrialContext(
+            study_name,
+            parent.id,
+            plan.metrics,
+            plan.directions,
+            settings.report_every,
+            (Path.cwd() / ".runner" / "models" / safe_name(study_name)).resolve(),
+            self.stop,
+            prune=plan.pruner[1]["name"] != "NopPruner",
+            base_config=keep_base_config(tracker, parent.id, composer),
+        )
+        loop_started = time.perf_counter()
+        self._trials_started = True
+        if self.in_process:
+            run_threads(budget, settings.n_jobs, composer, ctx, tracker, settings.heartbeat_interval)
+        else:
+            assert self.launcher is not None  # setup() instantiated it for a non-basic launcher
+            run_batches(self.launcher, budget, settings.n_jobs, composer, ctx, settings.heartbeat_interval)
+        return self._conclude(plan, sweep, budget, tracker, parent, time.perf_counter() - loop_started)
+
+    def _conclude(
+        self, plan: Plan, sweep: Sweep, budget: Budget, tracker: Tracker, parent: Run, loop_seconds: float
+    ) -> Any:
+        """Step 6: the summary and the registered model, or the parent left to other workers."""
+        study_name = plan.study_name
+        if budget.fatal:
+            raise ConfigError(budget.fatal)
+        others = budget.others_running()
+        if others:
+            # Workers sharing the study: the last one to finish writes the summary, registers
+            # the model and ends the parent run; this one leaves the parent RUNNING.
+            parent.status = LEFT_RUNNING
             _display.say(
-                f"runner: study {study_name!r} ({'resumed' if resumed or before['finished'] else 'new'}, "
-                f"{before['finished']}/{limit} trials finished) in {shown_storage}; parent run "
-                f"{sweep.parent_run_id}; {sampler_desc['name']} sampler, {pruner_desc['name']}, "
-                f"{'threads' if self.in_process else 'launcher'} x{n_jobs}"
+                f"runner: study {study_name!r}: this worker ran {budget.session_done} trials; "
+                f"{others} trial(s) still running in other workers: the last worker to finish "
+                f"writes the summary and ends parent run {parent.id}"
             )
-            self._save_multirun_yaml()
-
-            # 5. trials
-            ctx = TrialContext(
-                study_name,
-                sweep.parent_run_id,
-                metrics,
-                directions,
-                settings.report_every,
-                model_dir,
-                self.stop,
-                prune=pruner_desc["name"] != "NopPruner",
-                base_config=keep_base_config(tracker, sweep.parent_run_id, composer),
+            return summary_of(sweep, None)
+        barrier("summary")  # test hook: the trials are done, the summary is next
+        with study_lock(sweep.storage_url, study_name):  # one summary/registration at a time
+            summary = finish(
+                sweep,
+                budget,
+                tracker,
+                plan.base,
+                plan.composer,
+                top_k=plan.settings.top_k,
+                registered_model=plan.settings.registered_model,
+                loop_seconds=loop_seconds,
             )
-            loop_started = time.perf_counter()
-            self._trials_started = True
-            if self.in_process:
-                run_threads(budget, n_jobs, composer, ctx, tracker, settings.heartbeat_interval)
-            else:
-                run_batches(self.launcher, budget, n_jobs, composer, ctx, settings.heartbeat_interval)
-            loop_seconds = time.perf_counter() - loop_started
-            if budget.fatal:
-                raise ConfigError(budget.fatal)
-            others = budget.others_running()
-            if others:
-                # Workers sharing the study: the last one to finish writes the summary, registers
-                # the model and ends the parent run; this one leaves the parent RUNNING.
-                parent_status = None
-                _display.say(
-                    f"runner: study {study_name!r}: this worker ran {budget.session_done} trials; "
-                    f"{others} trial(s) still running in other workers: the last worker to finish "
-                    f"writes the summary and ends parent run {sweep.parent_run_id}"
-                )
-                return summary_of(sweep, None)
-
-            # 6. summary
-            barrier("summary")  # test hook: the trials are done, the summary is next
-            with study_lock(url, study_name):  # one summary/registration at a time
-                summary = finish(
-                    sweep,
-                    budget,
-                    tracker,
-                    task_cfg,
-                    composer,
-                    top_k=settings.top_k,
-                    registered_model=settings.registered_model,
-                    loop_seconds=loop_seconds,
-                )
-                log_lineage(sweep, tracker, composer, next(iter(ranked(sweep)), None))
-            _results.write(str(self.config.hydra.sweep.dir), study, directions)
-            parent_status = "FINISHED"
-            return summary
-        except KeyboardInterrupt:
-            parent_status = "KILLED"
-            self.stop.set()
-            c = budget.counts()
-            others = budget.others_running()
-            INTERRUPTS.keep(
-                f"study {study_name!r} keeps {c['finished']}/{limit} finished trials (interrupted "
-                f"ones are not counted), parent run {sweep.parent_run_id} "
-                + ("left RUNNING for the other workers" if others else "ended KILLED"),
-                outer=True,
-            )
-            raise
-        finally:
-            self.stop.set()
-            _recovery.close_parent(tracker, sweep.parent_run_id, parent_status, budget)
+            log_lineage(sweep, tracker, plan.composer, next(iter(ranked(sweep)), None))
+        assert self.config is not None
+        _results.write(str(self.config.hydra.sweep.dir), sweep.study, plan.directions)
+        return summary
 
     def _save_multirun_yaml(self) -> None:
         assert self.config is not None

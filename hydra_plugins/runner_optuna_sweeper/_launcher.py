@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any, Dict
 
 from omegaconf import DictConfig, OmegaConf
 
 from runner import env
 from runner.errors import ConfigError, RunnerError, first_line
+from runner.names import TrialAttr
 from runner.secrets import redact_url, scrub
 
 from ._budget import Budget
@@ -30,6 +31,11 @@ from ._loop import start_heartbeat
 from ._search_space import encode
 from ._storage import make_storage
 from ._trial import Outcome, TrialContext, execute_trial
+
+if TYPE_CHECKING:
+    from hydra.core.utils import JobReturn
+    from hydra.plugins.launcher import Launcher
+    from optuna.trial import Trial
 
 # Launchers whose jobs are pickled into files (the sweep's config with them).
 PICKLES_TO_FILES = ("hydra_plugins.hydra_submitit_launcher.", "hydra_plugins.hydra_ray_launcher.")
@@ -73,10 +79,13 @@ def launched_trial(cfg: DictConfig) -> Dict[str, Any]:
     quiet_libraries()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        storage_url = os.environ[env.OPTUNA_STORAGE]
-        study = optuna.load_study(study_name=os.environ[env.OPTUNA_STUDY], storage=make_storage(storage_url))
-        trial = optuna.trial.Trial(study, int(os.environ[env.OPTUNA_TRIAL_ID]))
-        trial.set_user_attr("runner.worker", owner_info())  # the launcher's process running it
+        storage = make_storage(os.environ[env.OPTUNA_STORAGE])
+        study = optuna.load_study(study_name=os.environ[env.OPTUNA_STUDY], storage=storage)
+        # The trial the sweeper asked, by number, through the storage's public API.
+        study_id = storage.get_study_id_from_name(study.study_name)
+        number = int(os.environ[env.OPTUNA_TRIAL_NUMBER])
+        trial = optuna.trial.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, number))
+        trial.set_user_attr(TrialAttr.WORKER, owner_info())  # the launcher's process running it
         metrics = os.environ[env.OPTUNA_METRICS].split(",")
         report_every = int(os.environ.get(env.OPTUNA_REPORT_EVERY, "1"))
         ctx = TrialContext(
@@ -107,7 +116,7 @@ def launched_trial(cfg: DictConfig) -> Dict[str, Any]:
     return execute_trial(trial, cfg, job_overrides, ctx, tracker).as_dict()
 
 
-def _outcome(trial, ret) -> Outcome:
+def _outcome(trial: Trial, ret: JobReturn) -> Outcome:
     """A launcher job's return (or its exception) as the trial's Outcome."""
     try:
         value = ret.return_value
@@ -119,12 +128,12 @@ def _outcome(trial, ret) -> Outcome:
     except Exception as exc:
         outcome = Outcome("FAIL", error=f"{type(exc).__name__}: {first_line(exc)}")
     if outcome.state == "FAIL" and outcome.run_id is None:
-        outcome.run_id = trial.user_attrs.get("mlflow_run_id") if hasattr(trial, "user_attrs") else None
+        outcome.run_id = trial.user_attrs.get(TrialAttr.RUN_ID) if hasattr(trial, "user_attrs") else None
     return outcome
 
 
 def run_batches(
-    launcher, budget: Budget, n_jobs: int, composer: Composer, ctx: TrialContext, heartbeat_interval: float
+    launcher: Launcher, budget: Budget, n_jobs: int, composer: Composer, ctx: TrialContext, heartbeat_interval: float
 ) -> None:
     """Batches of n_jobs trials through the configured Hydra launcher."""
     storage_url = budget.sweep.storage_url
@@ -152,8 +161,8 @@ def run_batches(
         jobs = []
         for trial in batch:
             overrides = composer.trial_overrides(trial.params)
-            trial.set_user_attr("overrides", [scrub(o) for o in overrides])
-            sets = {**job_env, env.OPTUNA_TRIAL_ID: str(trial._trial_id)}
+            trial.set_user_attr(TrialAttr.OVERRIDES, [scrub(o) for o in overrides])
+            sets = {**job_env, env.OPTUNA_TRIAL_NUMBER: str(trial.number)}
             sets[env.OPTUNA_BASE_CONFIG] = trial_context(ctx, composer, trial.params).base_config or ""
             jobs.append(overrides + [f"++hydra.job.env_set.{k}={encode(v)}" for k, v in sets.items()])
         try:

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from omegaconf import OmegaConf
 
@@ -20,8 +20,16 @@ from runner.secrets import scrub
 
 from ._compose import Composer
 
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
-def keep_base_config(tracker, parent_run_id: str, composer: Composer) -> Optional[str]:
+    from runner.tracking import Tracker
+
+    from ._state import Sweep
+    from ._trial import TrialContext
+
+
+def keep_base_config(tracker: Tracker, parent_run_id: str, composer: Composer) -> Optional[str]:
     """Upload the trials' base config to the parent run; its artifact path, or None when a
     config group is searched (trials are composed one by one: each keeps its own config)."""
     if composer.slow_keys:
@@ -32,7 +40,7 @@ def keep_base_config(tracker, parent_run_id: str, composer: Composer) -> Optiona
     return path
 
 
-def trial_context(ctx, composer: Composer, params):
+def trial_context(ctx: TrialContext, composer: Composer, params: Dict[str, Any]) -> TrialContext:
     """ctx for a trial with `params`: without the base config when composing the trial's
     config needs Hydra (an added +key of a custom search space): that trial keeps its own."""
     import dataclasses
@@ -42,7 +50,7 @@ def trial_context(ctx, composer: Composer, params):
     return ctx
 
 
-def log_lineage(sweep, tracker, composer: Composer, best) -> None:
+def log_lineage(sweep: Sweep, tracker: Tracker, composer: Composer, best: Optional[FrozenTrial]) -> None:
     """The features of the best trial as the dataset input of the parent and of that trial's
     run (MLflow keeps one input per dataset and run: a resumed sweep adds no duplicate)."""
     from runner.job import log_lineage as log_dataset

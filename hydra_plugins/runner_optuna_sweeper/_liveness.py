@@ -11,6 +11,8 @@ import socket
 import time
 from typing import Any, Dict, Optional
 
+from runner.names import TrialAttr
+
 
 def proc_start(pid: int) -> Optional[str]:
     """Start time of a process (clock ticks since boot, Linux), to tell pid reuse apart."""
@@ -29,7 +31,7 @@ def owner_info() -> Dict[str, Any]:
 
 def is_mine(attrs: Dict[str, Any]) -> bool:
     """Whether a trial's runner.owner is this process."""
-    owner = attrs.get("runner.owner") or {}
+    owner = attrs.get(TrialAttr.OWNER) or {}
     same = owner.get("host") == socket.gethostname() and owner.get("pid") == os.getpid()
     # A restarted container keeps its hostname and its pid (1): the start time tells them apart.
     return same and owner.get("start") in (None, proc_start(os.getpid()))
@@ -45,8 +47,8 @@ def stale_reason(
     hosts (an owner on this host is checked directly).
     """
     now = now or time.time()
-    owner = attrs.get("runner.owner") or {}
-    beat = attrs.get("runner.heartbeat") or started
+    owner = attrs.get(TrialAttr.OWNER) or {}
+    beat = attrs.get(TrialAttr.HEARTBEAT) or started
     if owner.get("host") == socket.gethostname() and owner.get("pid"):
         pid = int(owner["pid"])
         if pid == os.getpid():

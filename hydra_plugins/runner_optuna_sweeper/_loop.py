@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from optuna.trial import TrialState
-
-from runner.errors import RunnerError, first_line
+from runner.errors import first_line
 from runner.interrupts import as_interrupted
+from runner.names import Tag, TrialAttr
 from runner.secrets import scrub
 from runner.testhooks import kill_point
 
@@ -19,6 +19,11 @@ from ._lineage import trial_context
 from ._recovery import end_stale
 from ._trial import Outcome, TrialContext, execute_trial
 
+if TYPE_CHECKING:
+    from optuna.trial import Trial
+
+    from runner.tracking import Tracker
+
 # Seconds an interrupted sweep waits for its running trials to stop (a LightGBM round, a
 # feature pull in progress) before it ends them itself.
 STOP_WAIT = 10.0
@@ -26,11 +31,11 @@ STOP_WAIT = 10.0
 ASK_WAIT = 60.0
 
 
-def run_trial(trial, composer: Composer, ctx: TrialContext, tracker) -> Outcome:
+def run_trial(trial: Trial, composer: Composer, ctx: TrialContext, tracker: Tracker) -> Outcome:
     """Compose a trial's config and run it here."""
     overrides = composer.trial_overrides(trial.params)
     try:
-        trial.set_user_attr("overrides", [scrub(o) for o in overrides])
+        trial.set_user_attr(TrialAttr.OVERRIDES, [scrub(o) for o in overrides])
         cfg = composer.trial_config(trial.params)
     except Exception as exc:
         return Outcome("FAIL", error=f"ConfigError: composing the trial's config failed: {first_line(exc)}", fatal=True)
@@ -38,7 +43,7 @@ def run_trial(trial, composer: Composer, ctx: TrialContext, tracker) -> Outcome:
 
 
 def run_threads(
-    budget: Budget, n_jobs: int, composer: Composer, ctx: TrialContext, tracker, heartbeat_interval: float
+    budget: Budget, n_jobs: int, composer: Composer, ctx: TrialContext, tracker: Tracker, heartbeat_interval: float
 ) -> None:
     """Run trials in n_jobs threads until the budget is spent or the sweep stops."""
 
@@ -91,9 +96,9 @@ def start_heartbeat(budget: Budget, interval: float) -> threading.Thread:
 
     def beat() -> None:
         while not budget.stop.wait(interval):
-            for trial_id in list(budget.mine.values()):
+            for number in list(budget.mine):
                 try:
-                    budget.study._storage.set_trial_user_attr(trial_id, "runner.heartbeat", time.time())
+                    budget.sweep.set_trial_attr(number, TrialAttr.HEARTBEAT, time.time())
                 except Exception:  # finished meanwhile
                     pass
 
@@ -102,23 +107,18 @@ def start_heartbeat(budget: Budget, interval: float) -> threading.Thread:
     return thread
 
 
-def end_unfinished(budget: Budget, tracker, reason: str) -> None:
+def end_unfinished(budget: Budget, tracker: Tracker, reason: str) -> None:
     """Trials of this process still running after an interrupt (their thread did not stop in
     time): FAIL in Optuna, marked interrupted, so they are not counted and do not linger as
     RUNNING; their child runs KILLED."""
-    for number, trial_id in list(budget.mine.items()):
+    for number in list(budget.mine):
         trial = next((t for t in budget.study.get_trials(deepcopy=False) if t.number == number), None)
         try:
-            budget.study._storage.set_trial_user_attr(trial_id, "interrupted", True)
-            budget.study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            budget.sweep.fail_trial(number, TrialAttr.INTERRUPTED, True)
         except Exception:  # told meanwhile by its own thread
             continue
         finally:
-            budget.mine.pop(number, None)
-        run_id = trial.user_attrs.get("mlflow_run_id") if trial is not None else None
+            budget.mine.discard(number)
+        run_id = trial.user_attrs.get(TrialAttr.RUN_ID) if trial is not None else None
         if run_id:
-            try:
-                tracker.log(run_id, tags={"optuna.state": "FAIL", "runner.interrupted": reason})
-                tracker.end(run_id, "KILLED")
-            except RunnerError:
-                pass
+            tracker.close(run_id, "KILLED", tags={Tag.TRIAL_STATE: "FAIL", Tag.INTERRUPTED: reason})

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Tuple
+from typing import TYPE_CHECKING, Any, List, Tuple
 
 from runner.errors import ConfigError
 from runner.model.metrics import maximize
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 def default_direction(metric: str) -> str:
@@ -16,7 +19,7 @@ def _as_list(value: Any) -> List[Any]:
     return [value] if isinstance(value, str) else list(value or [])
 
 
-def objective(metric: Any, direction: Any, base) -> Tuple[List[str], List[str]]:
+def objective(metric: Any, direction: Any, base: DictConfig) -> Tuple[List[str], List[str]]:
     """(metrics, directions) from hydra.sweeper.metric/direction (a name or a list each);
     metric null: valid_<headline metric of the objective>; direction null: from the metric."""
     metrics = _as_list(metric)

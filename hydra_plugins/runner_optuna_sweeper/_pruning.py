@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:
+    from lightgbm.callback import CallbackEnv
+    from optuna.trial import Trial
 
 log = logging.getLogger("runner.sweep")
 
@@ -23,13 +27,13 @@ class PruningCallback:
 
     def __init__(
         self,
-        trial,
+        trial: Trial,
         metric: Optional[str],
         maximize: bool,
         every: int = 1,
         stop: Optional[threading.Event] = None,
         prune: bool = True,
-    ):
+    ) -> None:
         self.trial = trial
         self.metric = metric
         self.maximize = maximize
@@ -38,7 +42,7 @@ class PruningCallback:
         self.prune = prune
         self.warned = False
 
-    def _pick(self, results):
+    def _pick(self, results: Sequence[Tuple[Any, ...]]) -> Optional[Tuple[Any, ...]]:
         valid = [r for r in results if r[0] == "valid"]
         for r in valid:
             if self.metric and r[1] == self.metric:
@@ -48,7 +52,7 @@ class PruningCallback:
                 return r
         return None
 
-    def __call__(self, env) -> None:
+    def __call__(self, env: CallbackEnv) -> None:
         if self.stop is not None and self.stop.is_set():
             raise SweepStopped("the sweep is stopping")
         if not self.prune:  # NopPruner: no report, no storage write per round

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List
+
+if TYPE_CHECKING:
+    from optuna.study import Study
 
 log = logging.getLogger("runner.sweep")
 
 
-def results(study, directions: List[str]) -> Dict[str, Any]:
+def results(study: Study, directions: List[str]) -> Dict[str, Any]:
     from optuna.trial import TrialState
 
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -24,7 +27,7 @@ def results(study, directions: List[str]) -> Dict[str, Any]:
     }
 
 
-def write(sweep_dir: str, study, directions: List[str]) -> None:
+def write(sweep_dir: str, study: Study, directions: List[str]) -> None:
     from omegaconf import OmegaConf
 
     try:

@@ -10,14 +10,17 @@ error naming the param otherwise.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List
 
 from runner.errors import ConfigError
 
 from ._search_space import SearchSpace
 
+if TYPE_CHECKING:
+    from optuna.study import Study
 
-def recorded_distributions(study) -> Dict[str, Any]:
+
+def recorded_distributions(study: Study) -> Dict[str, Any]:
     """Each param's distribution as the study's newest trial that has it recorded it."""
     seen: Dict[str, Any] = {}
     for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
@@ -25,7 +28,7 @@ def recorded_distributions(study) -> Dict[str, Any]:
     return seen
 
 
-def reconcile(study, space: SearchSpace, shown_storage: str) -> List[str]:
+def reconcile(study: Study, space: SearchSpace, shown_storage: str) -> List[str]:
     """Make `space` fit the study's recorded params; return notes for the user; raise
     ConfigError (before anything is created) where Optuna cannot continue the study."""
     from optuna.distributions import CategoricalDistribution, check_distribution_compatibility

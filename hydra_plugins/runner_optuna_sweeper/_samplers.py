@@ -36,8 +36,11 @@ def build(kind: str, node: Any, space: Optional[SearchSpace] = None) -> Tuple[An
     # grid config sets _partial_: the sweeper passes the search space itself.
     spec = {k: v for k, v in spec.items() if v is not None and k != "_partial_"}
     options = {k: v for k, v in spec.items() if k != "_target_"}
-    if name == "GridSampler" and not spec.get("search_space"):
-        spec["search_space"] = grid_space(cast(SearchSpace, space))
+    description: Dict[str, Any] = {"name": name, "options": options}
+    if name == "GridSampler":
+        if not spec.get("search_space"):
+            spec["search_space"] = grid_space(cast(SearchSpace, space))
+        description["grid"] = spec["search_space"]  # its size bounds the sweep's trials
     needs = _NEEDS.get(name)
     if needs:
         try:
@@ -51,7 +54,7 @@ def build(kind: str, node: Any, space: Optional[SearchSpace] = None) -> Tuple[An
         obj = instantiate(spec, _convert_="all")
     except Exception as exc:
         raise ConfigError(f"hydra.sweeper.{kind} ({spec['_target_']}): {first_line(exc)}") from None
-    return obj, {"name": name, "options": options}
+    return obj, description
 
 
 def _check_exists(kind: str, target: str) -> None:

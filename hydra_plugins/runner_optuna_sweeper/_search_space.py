@@ -22,9 +22,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, cast
 
 from runner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep
+    from omegaconf import DictConfig
+    from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 KNOWN_TAGS = {"log"}
 _ABSENT = object()
@@ -58,7 +64,7 @@ def encode(value: Any) -> str:
     return f"'{text}'"
 
 
-def _parser():
+def _parser() -> OverridesParser:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     return OverridesParser.create()
@@ -105,7 +111,7 @@ def _yaml_scalar(value: Any) -> str:
     return str(value)
 
 
-def distribution(override, origin: str):
+def distribution(override: Override, origin: str) -> BaseDistribution:
     """One sweep override -> an Optuna distribution; ConfigError naming origin if invalid."""
     from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 
@@ -127,12 +133,12 @@ def distribution(override, origin: str):
     )
 
 
-def _choice(override, origin: str, log: bool):
+def _choice(override: Override, origin: str, log: bool) -> CategoricalDistribution:
     from optuna.distributions import CategoricalDistribution
 
     if log:
         raise ConfigError(f"{origin}: tag(log, ...) applies to interval(...) only, not choice(...)")
-    choices = list(override.sweep_iterator())
+    choices: List[Any] = list(override.sweep_iterator())  # checked to be scalars below
     if not choices:
         raise ConfigError(f"{origin}: empty choice()")
     for c in choices:
@@ -145,7 +151,7 @@ def _choice(override, origin: str, log: bool):
     return CategoricalDistribution(choices)
 
 
-def _range(override, value, origin: str, log: bool):
+def _range(override: Override, value: RangeSweep, origin: str, log: bool) -> BaseDistribution:
     """range(start, stop[, step]) as hydra-optuna-sweeper reads it: stop is the HIGH bound,
     included when it lies on the grid (range(1, 3) -> 1, 2, 3; Hydra's basic sweeper stops
     before it). Float bounds are exact: the high is start + n * step in decimal arithmetic,
@@ -156,6 +162,7 @@ def _range(override, value, origin: str, log: bool):
     if log:
         raise ConfigError(f"{origin}: tag(log, ...) applies to interval(...) only, not range(...)")
     start, stop, step = value.start, value.stop, value.step
+    assert start is not None and stop is not None  # Hydra's range() always sets both
     if step is None or step == 0:
         raise ConfigError(f"{origin}: range step must not be 0")
     if step < 0:
@@ -163,7 +170,8 @@ def _range(override, value, origin: str, log: bool):
     if start > stop:
         raise ConfigError(f"{origin}: low {start} > high {stop} in range(start, stop)")
     if value.shuffle:
-        return CategoricalDistribution(list(override.sweep_iterator()))
+        # a range's values are numbers (Hydra types sweep values as any element)
+        return CategoricalDistribution(cast(List[float], list(override.sweep_iterator())))
     if all(isinstance(x, int) and not isinstance(x, bool) for x in (start, stop, step)):
         return IntDistribution(int(start), int(start + (stop - start) // step * step), step=int(step))
     low, high, _ = exact_grid(start, stop, step)
@@ -178,7 +186,7 @@ def exact_grid(start: Any, stop: Any, step: Any) -> Tuple[Decimal, Decimal, int]
     return low, low + n * d, n + 1
 
 
-def _interval(value, origin: str, log: bool):
+def _interval(value: IntervalSweep, origin: str, log: bool) -> BaseDistribution:
     from optuna.distributions import FloatDistribution, IntDistribution
 
     low, high = value.start, value.end
@@ -193,7 +201,7 @@ def _interval(value, origin: str, log: bool):
     return FloatDistribution(float(low), float(high), log=log)
 
 
-def check_keys(space: SearchSpace, cfg) -> None:
+def check_keys(space: SearchSpace, cfg: DictConfig) -> None:
     """Every searched or fixed key must exist in the composed task config."""
     from omegaconf import OmegaConf
 

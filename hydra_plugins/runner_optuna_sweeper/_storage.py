@@ -7,10 +7,15 @@ import logging
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 from runner.errors import ConfigError, first_line
 from runner.secrets import redact_url, scrub
+
+if TYPE_CHECKING:
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
+    from optuna.storages import BaseStorage
 
 log = logging.getLogger("runner.sweep")
 
@@ -33,7 +38,7 @@ def _journal_path(url: str) -> str:
     return path[2:] if path.startswith("//") else path
 
 
-def make_storage(url: str):
+def make_storage(url: str) -> BaseStorage:
     """An Optuna storage for a URL: journal:PATH (JournalFileBackend) or any RDB URL."""
     import optuna
 
@@ -61,8 +66,12 @@ def make_storage(url: str):
         ) from None
 
 
-def open_study(url: str, study_name: str, sampler, pruner, directions: List[str]):
-    """The study (created, or loaded to resume it), checked to optimize `directions`."""
+def open_study(
+    url: str, study_name: str, sampler: Optional[BaseSampler], pruner: Optional[BasePruner], directions: List[str]
+) -> Tuple[Any, Any]:
+    """The storage and the study (created, or loaded to resume it), checked to optimize
+    `directions`. The sweeper keeps the storage for its public per-trial API (setting a
+    trial's attributes and state from another thread than the one that asked it)."""
     import optuna
 
     shown = redact_url(url)
@@ -86,7 +95,7 @@ def open_study(url: str, study_name: str, sampler, pruner, directions: List[str]
             f"study {study_name!r} in {shown} optimizes {have}, not {directions}: "
             "set hydra.sweeper.direction to match, or a new hydra.sweeper.study_name"
         )
-    return study
+    return storage, study
 
 
 @contextmanager

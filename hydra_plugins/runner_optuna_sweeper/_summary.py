@@ -20,11 +20,12 @@ import logging
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from optuna.trial import TrialState
 
 from runner.errors import first_line
+from runner.names import Prefix, StudyAttr, Tag, TrialAttr
 from runner.secrets import redact_url
 from runner.testhooks import kill_point
 
@@ -33,6 +34,14 @@ from ._compose import Composer
 from ._display import markdown, text_table
 from ._search_space import mlflow_key
 from ._state import Sweep
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+    from omegaconf import DictConfig
+    from optuna.trial import FrozenTrial
+
+    from runner.model.prepare import Prepared
+    from runner.tracking import Tracker
 
 log = logging.getLogger("runner.sweep")
 
@@ -43,15 +52,12 @@ def ranked(sweep: Sweep) -> List[Any]:
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
     front = {t.number for t in study.best_trials} if len(directions) > 1 else set()
 
-    def first(t) -> float:
+    def first(t: FrozenTrial) -> float:
         return -t.values[0] if directions[0] == "maximize" else t.values[0]
 
     if len(directions) > 1:
         return sorted(done, key=lambda t: (t.number not in front, first(t)))
     return sorted(done, key=first)
-
-
-HISTORY_ATTR = "runner.best_history"  # study attribute: points of best_<metric> sent so far
 
 
 def best_history(sweep: Sweep) -> List[Tuple[int, float, int]]:
@@ -72,8 +78,8 @@ def best_history(sweep: Sweep) -> List[Tuple[int, float, int]]:
 def finish(
     sweep: Sweep,
     budget: Budget,
-    tracker,
-    task_cfg,
+    tracker: Tracker,
+    task_cfg: DictConfig,
     composer: Composer,
     *,
     top_k: int,
@@ -92,11 +98,12 @@ def finish(
     for rank, t in enumerate(order[:top_k], 1):
         row = {"rank": rank, "trial": t.number, "state": t.state.name}
         row.update({m: v for m, v in zip(sweep.metrics, t.values, strict=False)})
-        row["run_id"] = t.user_attrs.get("mlflow_run_id", "")
+        row["run_id"] = t.user_attrs.get(TrialAttr.RUN_ID, "")
         row.update({k: t.params.get(k) for k in sweep.space.distributions})
         rows.append(row)
     table = pd.DataFrame(rows)
     pid = sweep.parent_run_id
+    assert pid is not None  # set once the parent run exists (_recovery.parent_run), before any trial
     metrics: Dict[str, float] = {
         "trials_complete": c["complete"],
         "trials_pruned": c["pruned"],
@@ -106,51 +113,51 @@ def finish(
     }
     # Study totals (every worker's trials), not just this process's.
     finished = [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    study_queries = sum(int(t.user_attrs.get("feature_queries") or 0) for t in study.get_trials(deepcopy=False))
-    tags: Dict[str, Any] = {"runner.warehouse.feature_queries": study_queries or budget.feature_queries}
+    study_queries = sum(int(t.user_attrs.get(TrialAttr.FEATURE_QUERIES) or 0) for t in study.get_trials(deepcopy=False))
+    tags: Dict[str, Any] = {Tag.FEATURE_QUERIES: study_queries or budget.feature_queries}
     workers: Dict[str, int] = {}
     for t in finished:
-        owner = t.user_attrs.get("runner.owner") or {}
+        owner = t.user_attrs.get(TrialAttr.OWNER) or {}
         name = f"{owner.get('host', '?')}:{owner.get('pid', '?')}"
         workers[name] = workers.get(name, 0) + 1
     if len(workers) > 1:
-        tags["optuna.workers"] = json.dumps(workers)
+        tags[Tag.WORKERS] = json.dumps(workers)
     if best is not None:
         for m, v in zip(sweep.metrics[1:], best.values[1:], strict=False):
             metrics[f"best_{m}"] = v
         metrics["best_value"] = best.values[0]
         tags.update(
             {
-                "best.trial_number": best.number,
-                "best.run_id": best.user_attrs.get("mlflow_run_id", ""),
-                "best.params": json.dumps(best.params, default=str),
+                Tag.BEST_TRIAL: best.number,
+                Tag.BEST_RUN_ID: best.user_attrs.get(TrialAttr.RUN_ID, ""),
+                Tag.BEST_PARAMS: json.dumps(best.params, default=str),
             }
         )
-        tags.update({f"best.param.{mlflow_key(k)}": v for k, v in best.params.items()})
+        tags.update({f"{Prefix.BEST_PARAM}{mlflow_key(k)}": v for k, v in best.params.items()})
     if len(sweep.directions) > 1:
-        tags["best.pareto_trials"] = ",".join(str(t.number) for t in study.best_trials)
+        tags[Tag.BEST_PARETO] = ",".join(str(t.number) for t in study.best_trials)
     state_key = {
         "finished": c["finished"],
         "complete": c["complete"],
         "pruned": c["pruned"],
         "best": best.number if best else None,
     }
-    if study.user_attrs.get("runner.summary") != state_key:
+    if study.user_attrs.get(StudyAttr.SUMMARY) != state_key:
         history = best_history(sweep)
-        sent = int(study.user_attrs.get(HISTORY_ATTR) or 0)  # points a summary before sent
+        sent = int(study.user_attrs.get(StudyAttr.BEST_HISTORY) or 0)  # points a summary before sent
         new = {f"best_{sweep.metrics[0]}": history[sent:]} if len(history) > sent else None
         tracker.log(pid, metrics=metrics, tags=tags, step=c["finished"], history=new)
         if new:
-            study.set_user_attr(HISTORY_ATTR, len(history))
+            study.set_user_attr(StudyAttr.BEST_HISTORY, len(history))
         kill_point("summary")  # test hook (runner/testhooks.py)
         if rows:
             tracker.log_text(pid, table.to_csv(index=False), "optuna/top_trials.csv")
             tracker.log_text(pid, markdown(table), "optuna/top_trials.md")
         plots(sweep, tracker, c)
         registered = register(sweep, tracker, task_cfg, composer, best, registered_model)
-        study.set_user_attr("runner.summary", state_key)
+        study.set_user_attr(StudyAttr.SUMMARY, state_key)
     else:
-        done = study.user_attrs.get("registered_model") or {}
+        done = study.user_attrs.get(StudyAttr.REGISTERED_MODEL) or {}
         registered = _already(done) if best is not None and done.get("trial") == best.number else None
 
     # the summary on stdout
@@ -175,7 +182,7 @@ def finish(
     return summary(sweep, best)
 
 
-def summary(sweep, best) -> Dict[str, Any]:
+def summary(sweep: Sweep, best: Optional[FrozenTrial]) -> Dict[str, Any]:
     """What the sweep returns to Hydra (and runner.sweep() to its caller)."""
     return {
         "study_name": sweep.study.study_name,
@@ -184,11 +191,11 @@ def summary(sweep, best) -> Dict[str, Any]:
         "best_trial": best.number if best else None,
         "best_values": best.values if best else None,
         "best_params": dict(best.params) if best else {},
-        "best_run_id": best.user_attrs.get("mlflow_run_id") if best else None,
+        "best_run_id": best.user_attrs.get(TrialAttr.RUN_ID) if best else None,
     }
 
 
-def plots(sweep: Sweep, tracker, c: Dict[str, Any]) -> None:
+def plots(sweep: Sweep, tracker: Tracker, c: Dict[str, Any]) -> None:
     """Optimization history and (2+ complete trials) param importances, as parent artifacts."""
     import tempfile
     import warnings
@@ -226,10 +233,18 @@ def plots(sweep: Sweep, tracker, c: Dict[str, Any]) -> None:
             except Exception as exc:
                 log.warning("plot %s skipped: %s", name, first_line(exc))
                 continue
+            assert sweep.parent_run_id is not None  # the summary is written inside the parent run
             tracker.log_artifact(sweep.parent_run_id, str(path), "optuna")
 
 
-def register(sweep: Sweep, tracker, task_cfg, composer: Composer, best, setting: Optional[str]) -> Optional[str]:
+def register(
+    sweep: Sweep,
+    tracker: Tracker,
+    task_cfg: DictConfig,
+    composer: Composer,
+    best: Optional[FrozenTrial],
+    setting: Optional[str],
+) -> Optional[str]:
     """Log the best trial's model on its child run and register it (by default).
 
     The model is the single runs' (runner/tracking/model.py: pyfunc on raw rows, LightGBM flavor,
@@ -244,12 +259,12 @@ def register(sweep: Sweep, tracker, task_cfg, composer: Composer, best, setting:
 
     if best is None or not task_cfg.tracker.get("log_model", True):
         return None
-    run_id = best.user_attrs.get("mlflow_run_id")
+    run_id = best.user_attrs.get(TrialAttr.RUN_ID)
     if not run_id:
         return None
     name = registered_name(task_cfg.tracker, setting)
     study = sweep.study
-    done = study.user_attrs.get("registered_model") or {}
+    done = study.user_attrs.get(StudyAttr.REGISTERED_MODEL) or {}
     same_trial = done.get("trial") == best.number
     if same_trial and done.get("name") == name and (done.get("model_uri") or name):
         return _already(done)
@@ -259,26 +274,27 @@ def register(sweep: Sweep, tracker, task_cfg, composer: Composer, best, setting:
         ref = tracker.log_logged_model(
             run_id,
             *_best_model(composer, best),
-            tags={"optuna.study_name": study.study_name, "optuna.trial_number": best.number},
+            tags={Tag.STUDY_NAME: study.study_name, Tag.TRIAL_NUMBER: best.number},
             params=best.params,
         )
     version = tracker.register(name, run_id, ref.source, ref.model_id) if name else None
     kill_point("register")  # test hook: registered, not yet recorded in the study
     record = {"name": name, "version": version.version if version else None, "trial": best.number}
     model = {"model_uri": ref.uri, "model_id": ref.model_id, "model_location": ref.location}
-    study.set_user_attr("registered_model", {**record, **model})
-    tags: Dict[str, Any] = {"best.model_uri": ref.uri}
+    study.set_user_attr(StudyAttr.REGISTERED_MODEL, {**record, **model})
+    tags: Dict[str, Any] = {Tag.BEST_MODEL_URI: ref.uri}
     if ref.model_id:
-        tags["best.model_id"] = ref.model_id
+        tags[Tag.BEST_MODEL_ID] = ref.model_id
     if version is not None:
-        tags.update({"best.registered_model": name, "best.registered_version": version.version})
+        tags.update({Tag.BEST_REGISTERED_MODEL: name, Tag.BEST_REGISTERED_VERSION: version.version})
+    assert sweep.parent_run_id is not None  # the summary is written inside the parent run
     tracker.log(sweep.parent_run_id, tags=tags)
     if version is None:
         return f"no (tracker.register=false); model {ref.uri}"
     return f"{name} v{version.version} ({ref.uri})"
 
 
-def _best_model(composer: Composer, best):
+def _best_model(composer: Composer, best: FrozenTrial) -> Tuple[lgb.Booster, Prepared]:
     """The best trial's booster (its saved file, else retrained) and its prepared data."""
     import lightgbm as lgb
 
@@ -287,7 +303,7 @@ def _best_model(composer: Composer, best):
 
     cfg = composer.config_of(best)
     _, prepared = prepared_data(cfg)
-    path = best.user_attrs.get("model_path")
+    path = best.user_attrs.get(TrialAttr.MODEL_PATH)
     if path and Path(path).exists():
         booster = lgb.Booster(model_file=path)
     else:

@@ -16,15 +16,20 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from omegaconf import DictConfig
 
 from runner.errors import RunnerError, first_line
-from runner.rerun import BASE_CONFIG_TAG  # parent artifact + optuna.params: the trial's config
+from runner.names import Prefix, Tag, TrialAttr
 
 from ._pruning import PruningCallback, SweepStopped
 from ._search_space import mlflow_key
+
+if TYPE_CHECKING:
+    from optuna.trial import Trial
+
+    from runner.tracking import Tracker
 
 log = logging.getLogger("runner.sweep")
 
@@ -84,18 +89,20 @@ def final_tags_for(values: Dict[str, Any]) -> Callable[[str, Optional[BaseExcept
     def final_tags(status: str, exc: Optional[BaseException] = None) -> Dict[str, Any]:
         stopped = isinstance(exc, SweepStopped)
         state = "FAIL" if stopped else {"FINISHED": "COMPLETE", "KILLED": "PRUNED"}.get(status, "FAIL")
-        tags: Dict[str, Any] = {"optuna.state": state, "optuna.params": json.dumps(values, default=str)}
-        tags.update({f"optuna.param.{mlflow_key(k)}": v for k, v in values.items()})
+        tags: Dict[str, Any] = {Tag.TRIAL_STATE: state, Tag.TRIAL_PARAMS: json.dumps(values, default=str)}
+        tags.update({f"{Prefix.TRIAL_PARAM}{mlflow_key(k)}": v for k, v in values.items()})
         if stopped:
-            tags["runner.interrupted"] = str(exc)[:500]
+            tags[Tag.INTERRUPTED] = str(exc)[:500]
         elif status == "KILLED":
-            tags["runner.pruned"] = str(exc if exc is not None else "")[:500] or "pruned"
+            tags[Tag.PRUNED] = str(exc if exc is not None else "")[:500] or "pruned"
         return tags
 
     return final_tags
 
 
-def execute_trial(trial, cfg: DictConfig, overrides: Sequence[str], ctx: TrialContext, tracker) -> Outcome:
+def execute_trial(
+    trial: Trial, cfg: DictConfig, overrides: Sequence[str], ctx: TrialContext, tracker: Tracker
+) -> Outcome:
     """Run one trial as a child MLflow run; never raises for trial failures."""
     from runner.job import JobHooks, run_job
     from runner.model import OBJECTIVES
@@ -116,7 +123,7 @@ def execute_trial(trial, cfg: DictConfig, overrides: Sequence[str], ctx: TrialCo
 
     def on_run(run_id: str) -> None:
         run_ids.append(run_id)
-        trial.set_user_attr("mlflow_run_id", run_id)
+        trial.set_user_attr(TrialAttr.RUN_ID, run_id)
 
     @contextmanager
     def start_guard() -> Iterator[None]:
@@ -128,11 +135,11 @@ def execute_trial(trial, cfg: DictConfig, overrides: Sequence[str], ctx: TrialCo
     hooks = JobHooks(
         run_name=f"trial-{trial.number}",
         tags={
-            "optuna.trial_number": trial.number,
-            "optuna.study_name": ctx.study_name,
-            "runner.sweep": "runner_optuna",
-            "runner.worker": f"{socket.gethostname()}:{os.getpid()}",
-            **({BASE_CONFIG_TAG: ctx.base_config} if ctx.base_config else {}),
+            Tag.TRIAL_NUMBER: trial.number,
+            Tag.STUDY_NAME: ctx.study_name,
+            Tag.SWEEP: "runner_optuna",
+            Tag.WORKER: f"{socket.gethostname()}:{os.getpid()}",
+            **({Tag.BASE_CONFIG: ctx.base_config} if ctx.base_config else {}),
         },
         callbacks=[callback],
         log_model=False,
@@ -142,6 +149,7 @@ def execute_trial(trial, cfg: DictConfig, overrides: Sequence[str], ctx: TrialCo
         start_guard=start_guard,
         final_tags=final_tags_for(values_sampled),
         status_of=pruned_status,
+        kind="trial",
     )
     try:
         result = run_job(cfg, tracker=tracker, parent_run_id=ctx.parent_run_id, hooks=hooks)
@@ -172,7 +180,7 @@ def execute_trial(trial, cfg: DictConfig, overrides: Sequence[str], ctx: TrialCo
     try:
         model_path.parent.mkdir(parents=True, exist_ok=True)
         result.booster.save_model(str(model_path))
-        trial.set_user_attr("model_path", str(model_path))
+        trial.set_user_attr(TrialAttr.MODEL_PATH, str(model_path))
     except Exception as exc:  # the winner is retrained at the end if its file is missing
         log.warning("trial %d: model not saved locally: %s", trial.number, first_line(exc))
     return Outcome(

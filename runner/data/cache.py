@@ -34,11 +34,11 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Set, Tuple, Union
 
 from ..errors import CacheError, first_line
 from ..testhooks import kill_point
-from .entry import Damaged, read_entry, read_index, write_entry
+from .entry import Damaged, Entry, read_entry, read_index, write_entry
 
 
 class _Writing:
@@ -106,7 +106,7 @@ class FeatureCache:
     def _lock_path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.lock"
 
-    def get(self, key: str, decode: bool = True):
+    def get(self, key: str, decode: bool = True) -> Optional[Tuple[Entry, Dict[str, Any]]]:
         """Return (table, meta) for a whole entry, or None (absent, or damaged: then reported and removed)."""
         path = self.path(key)
         for attempt in range(2):
@@ -128,7 +128,7 @@ class FeatureCache:
                 return None
         return None
 
-    def put(self, key: str, data, meta: Union[Dict[str, Any], Callable[[], Dict[str, Any]]]) -> Path:
+    def put(self, key: str, data: Any, meta: Union[Dict[str, Any], Callable[[], Dict[str, Any]]]) -> Path:
         """Write an entry from `data`, an Arrow table or an iterable of tables / record
         batches (a result as it streams in): into a temp file, fsynced, then renamed into
         place. An error or interrupt in `data` (a failed download, Ctrl-C) leaves no entry
@@ -274,7 +274,7 @@ class _SourceError(Exception):
         self.error = error
 
 
-def _from_source(batches) -> Iterator[Any]:
+def _from_source(batches: Iterable[Any]) -> Iterator[Any]:
     it = iter(batches)
     while True:
         try:

@@ -8,10 +8,13 @@ DataFrame), plus data.entity_key and data.label.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Iterator, List
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Tuple, cast
 
 from ..errors import ConfigError, DataError, WarehouseError
 from .sql import snapshot_timestamp
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 _IDENT = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
 _QUALIFIED = re.compile(rf"^{_IDENT}(?:\.{_IDENT}){{0,2}}$")
@@ -30,7 +33,7 @@ def check_identifier(value: str, setting: str, qualified: bool = False) -> None:
         )
 
 
-def validate(data_cfg) -> None:
+def validate(data_cfg: DictConfig) -> None:
     given = [name for name in ("table", "query", "features") if data_cfg.get(name)]
     if len(given) != 1:
         raise ConfigError(
@@ -73,7 +76,7 @@ def validate(data_cfg) -> None:
         )
 
 
-def build_frame(session, data_cfg):
+def build_frame(session: Any, data_cfg: DictConfig) -> Tuple[Any, str]:
     """The Snowpark DataFrame of the feature definition (nothing is pulled yet)."""
     from snowflake.snowpark.exceptions import SnowparkClientException
 
@@ -86,7 +89,8 @@ def build_frame(session, data_cfg):
         from hydra.utils import call
         from omegaconf import OmegaConf
 
-        spec = OmegaConf.to_container(data_cfg.features, resolve=True)
+        # a mapping: validate() checked that data.features has a _target_
+        spec = cast(Dict[str, Any], OmegaConf.to_container(data_cfg.features, resolve=True))
         try:
             frame = call(spec, session, data_cfg)
         except SnowparkClientException:
@@ -106,12 +110,12 @@ def build_frame(session, data_cfg):
         ) from None
 
 
-def sql_error(exc) -> str:
+def sql_error(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
 
-def frame_sql(frame) -> str:
+def frame_sql(frame: Any) -> str:
     queries = frame.queries
     return ";\n".join(queries["queries"] + queries.get("post_actions", []))
 
@@ -128,18 +132,18 @@ def find_column(names: List[str], wanted: str, setting: str) -> str:
 EMPTY_RESULT = "the feature result is empty: check data.table / data.query / data.features and the filters they apply"
 
 
-def check_frame(table, data_cfg) -> None:
+def check_frame(table: Any, data_cfg: DictConfig) -> None:
     if table.num_rows == 0:
         raise DataError(EMPTY_RESULT)
     check_columns(table.column_names, data_cfg)
 
 
-def check_columns(names: List[str], data_cfg) -> None:
+def check_columns(names: List[str], data_cfg: DictConfig) -> None:
     find_column(names, data_cfg.entity_key, "data.entity_key")
     find_column(names, data_cfg.label, "data.label")
 
 
-def checked_batches(batches: Iterable[Any], data_cfg) -> Iterator[Any]:
+def checked_batches(batches: Iterable[Any], data_cfg: DictConfig) -> Iterator[Any]:
     """`batches` of a result as they stream in, refused before the first one is stored if
     the result lacks data.entity_key or data.label, and at the end if it has no rows."""
     rows = 0

@@ -22,7 +22,7 @@ class FeatureSet:
     # False when an embedded-warehouse config was served from the cache without starting it.
     warehouse_started: bool = True
 
-    def take_table(self):
+    def take_table(self) -> Any:
         """The pulled table, handed over: the FeatureSet keeps no reference, so the split
         can be built from it without another copy of the rows staying in memory."""
         table, self.table = self.table, None

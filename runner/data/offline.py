@@ -11,21 +11,30 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .cache import FeatureCache
 from .definition import check_frame
 from .featureset import FeatureSet
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 # Data settings that do not change which rows a feature definition yields.
 _NOT_CONTENT = ("refresh", "cache_dir", "network_timeout", "query_tag", "split")
 
 
 # The modules whose source decides an embedded pull: the seed scripts and the pull path.
-_FEATURE_CODE = ("demo", "definition", "sql", "pull")
+_FEATURE_CODE = (
+    "runner.embedded.demo",
+    "runner.embedded.synthetic",
+    "runner.data.definition",
+    "runner.data.sql",
+    "runner.data.pull",
+)
 
 
-def config_digest(data_cfg) -> str:
+def config_digest(data_cfg: DictConfig) -> str:
     """Digest of the data config (what defines the features; no credentials are in it)."""
     from ..config import to_dict
 
@@ -33,7 +42,7 @@ def config_digest(data_cfg) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def offline_features(data_cfg, cache: FeatureCache, reason: str) -> Optional[FeatureSet]:
+def offline_features(data_cfg: DictConfig, cache: FeatureCache, reason: str) -> Optional[FeatureSet]:
     """The last cached features of this data config, for a run whose warehouse is unreachable."""
     found = None if data_cfg.get("refresh") else cache.last(config_digest(data_cfg))
     features = _cached(data_cfg, cache, found[0]) if found else None
@@ -49,7 +58,7 @@ def offline_features(data_cfg, cache: FeatureCache, reason: str) -> Optional[Fea
     return features
 
 
-def embedded_digest(data_cfg) -> Optional[str]:
+def embedded_digest(data_cfg: DictConfig) -> Optional[str]:
     """For the embedded warehouse: a digest of everything that decides the features.
 
     Its data is made by runner's seed script from the config, so the config, runner's
@@ -62,7 +71,7 @@ def embedded_digest(data_cfg) -> Optional[str]:
 
     if data_cfg.get("backend") != "embedded":
         return None
-    modules = [f"runner.data.{name}" for name in _FEATURE_CODE]
+    modules = list(_FEATURE_CODE)
     target = (data_cfg.get("features") or {}).get("_target_")
     if target:
         modules.append(str(target).rsplit(".", 1)[0])
@@ -76,7 +85,7 @@ def embedded_digest(data_cfg) -> Optional[str]:
     return "embedded-" + h.hexdigest()[:32]
 
 
-def embedded_features(data_cfg, cache: FeatureCache) -> Optional[FeatureSet]:
+def embedded_features(data_cfg: DictConfig, cache: FeatureCache) -> Optional[FeatureSet]:
     """The cached features of an embedded-warehouse config, without starting the warehouse."""
     digest = None if data_cfg.get("refresh") else embedded_digest(data_cfg)
     found = cache.last(digest) if digest else None
@@ -86,7 +95,7 @@ def embedded_features(data_cfg, cache: FeatureCache) -> Optional[FeatureSet]:
     return features
 
 
-def _cached(data_cfg, cache: FeatureCache, key: str) -> Optional[FeatureSet]:
+def _cached(data_cfg: DictConfig, cache: FeatureCache, key: str) -> Optional[FeatureSet]:
     """The cache entry `key` as a FeatureSet (a hit), checked against the data config."""
     hit = cache.get(key)
     if hit is None:

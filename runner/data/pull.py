@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 from ..errors import CacheError, WarehouseError
 from .cache import FeatureCache, cache_key
@@ -17,15 +17,21 @@ from .featureset import FeatureSet
 from .offline import config_digest, embedded_digest
 from .sql import snapshot_timestamp, source_tables, time_travel_sql
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
-def materialized_name(wh, key: str) -> str:
+    from .entry import Entry
+    from .warehouse import Warehouse
+
+
+def materialized_name(wh: Warehouse, key: str) -> str:
     """Fully qualified name of the warehouse table holding the features of cache key `key`."""
     ident = wh.identity
     quote = lambda part: '"' + part.replace('"', '""') + '"'  # noqa: E731
     return ".".join([quote(ident["database"]), quote(ident["schema"]), MATERIALIZED_PREFIX + key[:16].upper()])
 
 
-def data_version(wh, data_cfg, sql: str) -> str:
+def data_version(wh: Warehouse, data_cfg: DictConfig, sql: str) -> str:
     if data_cfg.snapshot:
         # Normalised: '2024-06-01' and '2024-06-01T00:00:00Z' are the same data.
         return f"snapshot:{snapshot_timestamp(data_cfg.snapshot)}"
@@ -59,7 +65,9 @@ def data_version(wh, data_cfg, sql: str) -> str:
     return "altered:" + ";".join(sorted(f"{r[0]}.{r[1]}.{r[2]}={r[3]}/{r[4]}" for r in rows))
 
 
-def load_features(wh, data_cfg, cache: FeatureCache, query_tag: Optional[str] = None) -> FeatureSet:
+def load_features(
+    wh: Warehouse, data_cfg: DictConfig, cache: FeatureCache, query_tag: Optional[str] = None
+) -> FeatureSet:
     session = wh.session
     if query_tag and data_cfg.query_tag:
         # Before any other statement: the tag links the warehouse's query history to the run.
@@ -110,7 +118,16 @@ def load_features(wh, data_cfg, cache: FeatureCache, query_tag: Optional[str] = 
     )
 
 
-def _fill(wh, cache: FeatureCache, key: str, frame, setting: str, source, data_cfg, history):
+def _fill(
+    wh: Warehouse,
+    cache: FeatureCache,
+    key: str,
+    frame: Any,
+    setting: str,
+    source: Dict[str, Any],
+    data_cfg: DictConfig,
+    history: Any,
+) -> Tuple[Entry, List[str]]:
     """Pull the result into cache entry `key` batch by batch, then read it back from there:
     the whole result is never in memory twice. Returns (table, feature query ids)."""
     feature_ids: List[str] = []
@@ -132,7 +149,7 @@ def _fill(wh, cache: FeatureCache, key: str, frame, setting: str, source, data_c
     return entry[0], feature_ids
 
 
-def _pull(frame, what: str) -> Iterator[Any]:
+def _pull(frame: Any, what: str) -> Iterator[Any]:
     """The frame's result as Arrow tables, one per result chunk the connector downloads
     (Snowpark's to_arrow_batches), never the whole result at once; a warehouse error,
     at the query or mid-download, as a WarehouseError starting with `what`."""
@@ -145,7 +162,7 @@ def _pull(frame, what: str) -> Iterator[Any]:
         raise WarehouseError(f"{what}: {sql_error(exc)}{_time_travel_hint(exc)}") from None
 
 
-def _time_travel_hint(exc) -> str:
+def _time_travel_hint(exc: BaseException) -> str:
     text = str(exc).lower()
     if "time travel" in text:
         return (
@@ -155,7 +172,9 @@ def _time_travel_hint(exc) -> str:
     return ""
 
 
-def _pull_materialized(wh, frame, setting: str, name: str, refresh: bool, history):
+def _pull_materialized(
+    wh: Warehouse, frame: Any, setting: str, name: str, refresh: bool, history: Any
+) -> Tuple[Iterator[Any], List[str]]:
     """Write the feature query once to table `name` (CTAS), then read that table.
 
     Returns (the table's Arrow batches, query ids of the feature computation: empty when the table
@@ -194,7 +213,7 @@ def _pull_materialized(wh, frame, setting: str, name: str, refresh: bool, histor
 _MATERIALIZED_COMMENT = "runner feature table (data.materialize=table), named by its cache key; safe to drop"
 
 
-def _table_exists(wh, name: str) -> bool:
+def _table_exists(wh: Warehouse, name: str) -> bool:
     database, schema, table = (part.strip('"').replace('""', '"') for part in _split_name(name))
     rows = wh.session.sql(
         f'select count(*) from "{database}".information_schema.tables where table_schema = ? and table_name = ?',

@@ -7,9 +7,12 @@ and never pass through runner's config; only non-secret overrides are added.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from ..errors import ConfigError, first_line
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 _ENV_KEYS = (
     "account",
@@ -58,7 +61,7 @@ def _default_connection_name() -> Optional[str]:
         return None
 
 
-def snowflake_kwargs(data_cfg) -> Dict[str, Any]:
+def snowflake_kwargs(data_cfg: DictConfig) -> Dict[str, Any]:
     """Connection settings for a real account: a connections.toml entry or SNOWFLAKE_* env.
 
     data.connection_name picks an entry of connections.toml (found as the connector

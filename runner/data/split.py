@@ -7,11 +7,12 @@ stays in its split when rows are added or reordered.
 from __future__ import annotations
 
 import hashlib
+from typing import Any, Collection
 
 import numpy as np
 
 
-def split_labels(keys, valid: float, test: float, salt: str) -> np.ndarray:
+def split_labels(keys: Collection[Any], valid: float, test: float, salt: str) -> np.ndarray:
     salt_b = salt.encode()
     u = np.fromiter(
         (

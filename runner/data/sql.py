@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from ..errors import ConfigError
 
@@ -25,7 +25,7 @@ def source_tables(sql: str) -> List[str]:
     return sorted(names)
 
 
-def snapshot_timestamp(value) -> str:
+def snapshot_timestamp(value: Any) -> str:
     """data.snapshot as a UTC timestamp literal ('YYYY-MM-DD HH:MM:SS[.ffffff] +00:00').
 
     Accepts ISO 8601 dates and times; a value without an offset is taken as UTC.

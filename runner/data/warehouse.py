@@ -14,11 +14,13 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional
 
 from ..errors import ConfigError, WarehouseError, first_line
-from .emulator import emulator_kwargs, fakesnow_server
 from .snowflake import connections_file, secrets_of, snowflake_kwargs
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ class Warehouse:
         return {"account": self.account or "", "database": self.database or "", "schema": self.schema or ""}
 
 
-def _create_session(kwargs: Dict[str, Any], what: str):
+def _create_session(kwargs: Dict[str, Any], what: str) -> Any:
     from snowflake.snowpark import Session
 
     try:
@@ -94,7 +96,7 @@ GIVEN = GivenSession()
 
 
 @contextmanager
-def open_warehouse(data_cfg) -> Iterator[Warehouse]:
+def open_warehouse(data_cfg: DictConfig) -> Iterator[Warehouse]:
     if GIVEN.session is not None:
         session = GIVEN.session
         tag_before = getattr(session, "query_tag", None)
@@ -108,20 +110,13 @@ def open_warehouse(data_cfg) -> Iterator[Warehouse]:
                     log.debug("could not restore the session's query tag: %s", exc)
         return
     if data_cfg.backend == "embedded":
-        from .demo import seed_demo, seed_synthetic
+        from ..embedded.warehouse import seeded_session
 
-        seeds = {"churn": seed_demo, "synthetic": seed_synthetic}
-        seed = seeds.get(data_cfg.demo.dataset)
-        if seed is None:
-            raise ConfigError(f"data.demo.dataset must be one of {', '.join(seeds)}, got {data_cfg.demo.dataset!r}")
-        with fakesnow_server(while_starting=lambda: __import__("snowflake.snowpark")) as port:
-            session = _create_session(emulator_kwargs(port, data_cfg), "the embedded warehouse")
-            try:
-                database, schema = data_cfg.database or "DEMO", data_cfg.schema or "PUBLIC"
-                version = seed(session, database, schema, data_cfg.demo)
-                yield Warehouse(session, "fakesnow", database, schema, known_version=version)
-            finally:
-                _close(session)
+        def open_session(kwargs: Dict[str, Any]) -> Any:
+            return _create_session(kwargs, "the embedded warehouse")
+
+        with seeded_session(data_cfg, open_session, _close) as (session, database, schema, version):
+            yield Warehouse(session, "fakesnow", database, schema, known_version=version)
     elif data_cfg.backend == "snowflake":
         kwargs = snowflake_kwargs(data_cfg)
         where = (
@@ -139,7 +134,7 @@ def open_warehouse(data_cfg) -> Iterator[Warehouse]:
         raise ConfigError(f"data.backend must be 'embedded' or 'snowflake', got {data_cfg.backend!r}")
 
 
-def _close(session) -> None:
+def _close(session: Any) -> None:
     import atexit
 
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Sequence
 
@@ -22,7 +22,8 @@ class JobHooks:
     stopped trial); None lets the job end the run FAILED with a runner.error tag.
     log_config: False when the caller keeps the job's config elsewhere (a sweep's trials:
     the parent run keeps their base config once, each trial its sampled values), else the
-    run uploads config/resolved.yaml, what `python -m runner.rerun` reads.
+    run uploads config/resolved.yaml, what `python -m runner.rerun` reads. kind: the run's
+    kind for the lifecycle's test kill points (`trial` -> trial_started, trial_ending).
     """
 
     run_name: Optional[str] = None
@@ -35,12 +36,7 @@ class JobHooks:
     final_tags: Optional[Callable[[str, Optional[BaseException]], Dict[str, Any]]] = None
     status_of: Optional[Callable[[BaseException], Optional[str]]] = None
     log_config: bool = True
-
-    def starting(self) -> AbstractContextManager[Any]:
-        return self.start_guard() if self.start_guard else nullcontext()
+    kind: str = "run"
 
     def tags_at_end(self, status: str, exc: Optional[BaseException] = None) -> Dict[str, Any]:
         return self.final_tags(status, exc) if self.final_tags else {}
-
-    def owned_status(self, exc: BaseException) -> Optional[str]:
-        return self.status_of(exc) if self.status_of else None

@@ -131,7 +131,7 @@ class FeatureMemo:
         return features, prepared
 
 
-def pull(data_cfg, query_tag: Optional[str]) -> FeatureSet:
+def pull(data_cfg: DictConfig, query_tag: Optional[str]) -> FeatureSet:
     """The features of data_cfg: from the cache, else the warehouse, else (unreachable) the
     last cached pull of the same data config."""
     validate(data_cfg)

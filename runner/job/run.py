@@ -1,8 +1,8 @@
 """One job: features (cached, memoized per process) -> LightGBM -> one MLflow run.
 
-Used by `python -m runner` and, per trial, by the sweepers (through JobHooks): the run
-ends FINISHED, FAILED with a runner.error tag, or the status a hook gives for an
-exception its caller raised on purpose; never RUNNING.
+Used by `python -m runner`, the Python API and, per trial, by the sweepers (through
+JobHooks). The run's life (start, the interrupt gate, its end FINISHED / FAILED / KILLED or
+the status a hook gives) is Tracker.run's (runner/tracking/lifecycle.py).
 """
 
 from __future__ import annotations
@@ -11,18 +11,21 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
 from ..data import FeatureSet, validate
-from ..errors import RunnerError, first_line
-from ..interrupts import INTERRUPTS, as_interrupted
-from ..testhooks import kill_point
+from ..names import Tag
 from ..tracking import Tracker, dataset_digest, flatten
 from .hooks import JobHooks
 from .memo import prepared_data
 from .tags import base_tags, overrides
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+
+    from ..model.prepare import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -61,107 +64,77 @@ def run_job(
     started = time.perf_counter()
     validate(cfg.data)
     tracker = tracker or Tracker(cfg.tracker)
-    tags = {**base_tags(cfg, hooks.overrides), **hooks.tags}
-    with INTERRUPTS.deferred() as gate:
-        # A signal waits until the run exists and this try ends it, and while it is ended.
-        with hooks.starting():
-            run_id = tracker.start_run(hooks.run_name or cfg.get("run_name"), tags, parent_run_id=parent_run_id)
-            if hooks.on_run:
-                hooks.on_run(run_id)
-        status = "FAILED"
-        run_tags: Dict[str, Any] = {}
-        try:
-            gate.open()
-            features, prepared = prepared_data(cfg, query_tag=f"runner run_id={run_id}")
-            run_tags.update(_feature_tags(features, prepared.objective))
-            result = train(prepared, cfg.model, callbacks=hooks.callbacks)
-            metrics = dict(result.metrics)
-            metrics.update({f"rows_{k}": float(v) for k, v in prepared.sizes.items()})
-            metrics["features_seconds"] = features.seconds
-            run_tags.update(hooks.tags_at_end("FINISHED"))
-            tracker.log(
-                run_id, params=flatten(OmegaConf.to_container(cfg, resolve=True)), metrics=metrics, tags=run_tags
-            )
-            kill_point("trial")  # test hook: logged, run not ended yet
-            if hooks.log_config:  # what `python -m runner.rerun` reads (the overrides: tag runner.overrides)
-                tracker.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
-            model_uri = None
-            if hooks.log_model if hooks.log_model is not None else cfg.tracker.log_model:
-                tracker.log_text(run_id, json.dumps(overrides(hooks.overrides), indent=1), "config/overrides.json")
-                _log_artifacts(tracker, run_id, cfg, features, prepared, result.booster)
-                model_uri = tracker.log_model(run_id, result.booster, prepared)  # takes raw rows
-            status = "FINISHED"
-            return JobResult(
-                run_id,
-                result.metrics,
-                features,
-                headline(prepared.objective),
-                time.perf_counter() - started,
-                model_uri,
-                booster=result.booster,
-                prepared=prepared,
-                parent_run_id=parent_run_id,
-                overrides=overrides(hooks.overrides),
-            )
-        except BaseException as exc:
-            owned = hooks.owned_status(exc)
-            if owned is not None:
-                status = owned
-                _try_log(
-                    tracker,
-                    run_id,
-                    params=flatten(OmegaConf.to_container(cfg, resolve=True)),
-                    tags={**run_tags, **hooks.tags_at_end(owned, exc)},
-                )
-            elif isinstance(exc, KeyboardInterrupt):  # Ctrl-C / SIGTERM: the user stopped it
-                status = "KILLED"
-                stop = as_interrupted(exc)
-                _try_log(
-                    tracker,
-                    run_id,
-                    tags={"runner.interrupted": stop.name, **run_tags, **hooks.tags_at_end("KILLED", exc)},
-                )
-                INTERRUPTS.keep(f"run {run_id} ended KILLED")
-            else:
-                message = first_line(exc) if str(exc) else type(exc).__name__
-                _try_log(
-                    tracker,
-                    run_id,
-                    tags={
-                        "runner.error": f"{type(exc).__name__}: {message}",
-                        **run_tags,
-                        **hooks.tags_at_end("FAILED", exc),
-                    },
-                )
-            raise
-        finally:
-            gate.shut()
-            try:
-                tracker.end(run_id, status)
-            except RunnerError as exc:
-                log.error("%s", exc)
+    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    with tracker.run(
+        hooks.run_name or cfg.get("run_name"),
+        {**base_tags(cfg, hooks.overrides), **hooks.tags},
+        parent=parent_run_id,
+        kind=hooks.kind,
+        guard=hooks.start_guard,
+        on_start=(lambda run: hooks.on_run(run.id)) if hooks.on_run else None,
+        status_of=hooks.status_of,
+        final_tags=hooks.final_tags,
+    ) as run:
+        run.pending_params = params  # a run the caller ends on purpose (a pruned trial) keeps them
+        features, prepared = prepared_data(cfg, query_tag=f"runner run_id={run.id}")
+        run.pending_tags.update(_feature_tags(features, prepared.objective))
+        result = train(prepared, cfg.model, callbacks=hooks.callbacks)
+        metrics = dict(result.metrics)
+        metrics.update({f"rows_{k}": float(v) for k, v in prepared.sizes.items()})
+        metrics["features_seconds"] = features.seconds
+        # One batch: the run's end tags ride with its params and metrics (3 requests a run).
+        run.log(params=params, metrics=metrics, tags={**run.pending_tags, **hooks.tags_at_end("FINISHED")})
+        model_uri = _log_outputs(tracker, run.id, cfg, hooks, features, prepared, result.booster)
+    seconds = time.perf_counter() - started
+    return JobResult(
+        run.id,
+        result.metrics,
+        features,
+        headline(prepared.objective),
+        seconds,
+        model_uri,
+        booster=result.booster,
+        prepared=prepared,
+        parent_run_id=parent_run_id,
+        overrides=overrides(hooks.overrides),
+    )
+
+
+def _log_outputs(
+    tracker: Tracker,
+    run_id: str,
+    cfg: DictConfig,
+    hooks: JobHooks,
+    features: FeatureSet,
+    prepared: Prepared,
+    booster: lgb.Booster,
+) -> Optional[str]:
+    """The run's config and (unless a sweep keeps only its winner's) model and artifacts;
+    returns the model's URI, or None."""
+    if hooks.log_config:  # what `python -m runner.rerun` reads (the overrides: tag runner.overrides)
+        tracker.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+    if not (hooks.log_model if hooks.log_model is not None else cfg.tracker.log_model):
+        return None
+    tracker.log_text(run_id, json.dumps(overrides(hooks.overrides), indent=1), "config/overrides.json")
+    _log_artifacts(tracker, run_id, cfg, features, prepared, booster)
+    return tracker.log_model(run_id, booster, prepared)  # takes raw rows
 
 
 def _feature_tags(features: FeatureSet, objective: str) -> Dict[str, Any]:
     return {
-        "runner.cache": "offline-hit" if features.offline else "hit" if features.cache_hit else "miss",
-        "runner.cache_key": features.key,
-        "runner.dataset.digest": dataset_digest(features),  # the digest of the runs' dataset inputs
-        "runner.warehouse.feature_queries": features.feature_queries,
-        "runner.warehouse.query_ids": ",".join(features.query_ids) or "none",
-        "runner.warehouse.started": str(features.warehouse_started).lower(),
-        "runner.objective": objective,
+        Tag.CACHE: "offline-hit" if features.offline else "hit" if features.cache_hit else "miss",
+        Tag.CACHE_KEY: features.key,
+        Tag.DATASET_DIGEST: dataset_digest(features),  # the digest of the runs' dataset inputs
+        Tag.FEATURE_QUERIES: features.feature_queries,
+        Tag.QUERY_IDS: ",".join(features.query_ids) or "none",
+        Tag.WAREHOUSE_STARTED: str(features.warehouse_started).lower(),
+        Tag.OBJECTIVE: objective,
     }
 
 
-def _try_log(tracker: Tracker, run_id: str, **kwargs: Any) -> None:
-    try:
-        tracker.log(run_id, **kwargs)
-    except Exception:  # the tracker itself may be what failed
-        pass
-
-
-def _log_artifacts(tracker: Tracker, run_id: str, cfg: DictConfig, features: FeatureSet, prepared, booster) -> None:
+def _log_artifacts(
+    tracker: Tracker, run_id: str, cfg: DictConfig, features: FeatureSet, prepared: Prepared, booster: lgb.Booster
+) -> None:
     import pandas as pd
 
     tracker.log_text(run_id, features.sql, "data/feature_query.sql")
@@ -174,7 +147,7 @@ def _log_artifacts(tracker: Tracker, run_id: str, cfg: DictConfig, features: Fea
     log_lineage(tracker, run_id, cfg, features, prepared)
 
 
-def log_lineage(tracker: Tracker, run_id: str, cfg: DictConfig, features: FeatureSet, prepared) -> None:
+def log_lineage(tracker: Tracker, run_id: str, cfg: DictConfig, features: FeatureSet, prepared: Prepared) -> None:
     """The training split as the run's MLflow dataset input (digest: dataset_digest)."""
     X, y, _ = prepared.parts["train"]
     tracker.log_dataset(run_id, X.assign(**{cfg.data.label: y}), features, targets=cfg.data.label)

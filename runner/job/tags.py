@@ -6,10 +6,14 @@ import getpass
 import json
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from .. import __version__
+from ..names import MlflowTag, Prefix, Tag
 from ..secrets import scrub
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 class CodeState:
@@ -49,8 +53,8 @@ def git_state(cwd: Optional[str] = None) -> Dict[str, str]:
             timeout=5,
         )
         return {
-            "mlflow.source.git.commit": commit.stdout.strip(),
-            "runner.git.dirty": str(bool(dirty.stdout.strip())).lower(),
+            MlflowTag.SOURCE_GIT_COMMIT: commit.stdout.strip(),
+            Tag.GIT_DIRTY: str(bool(dirty.stdout.strip())).lower(),
         }
     except (OSError, subprocess.SubprocessError):
         return {}
@@ -68,16 +72,16 @@ def overrides(explicit: Optional[Sequence[str]] = None) -> List[str]:
         return []
 
 
-def base_tags(cfg, job_overrides: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+def base_tags(cfg: DictConfig, job_overrides: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     tags = {
-        "runner.version": __version__,
-        "mlflow.source.name": "python -m runner",
-        "mlflow.source.type": "LOCAL",
-        "mlflow.user": _user(),
-        "runner.overrides": json.dumps(overrides(job_overrides)),
+        Tag.VERSION: __version__,
+        MlflowTag.SOURCE_NAME: "python -m runner",
+        MlflowTag.SOURCE_TYPE: "LOCAL",
+        MlflowTag.USER: _user(),
+        Tag.OVERRIDES: json.dumps(overrides(job_overrides)),
     }
     tags.update(CODE_STATE.get())
-    tags.update({f"user.{k}": v for k, v in (cfg.get("tags") or {}).items()})
+    tags.update({f"{Prefix.USER_TAG}{k}": v for k, v in (cfg.get("tags") or {}).items()})
     return tags
 
 

@@ -4,16 +4,21 @@ encoded, split train/validation/test by the entity hash."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..allocator import give_back
 from ..data.definition import find_column
 from ..data.split import split_labels
 from ..errors import ConfigError, DataError
-from ..memory import give_back
 from .metrics import OBJECTIVES
 from .rows import category_values, encode_column, kind_of
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+    from omegaconf import DictConfig
 
 
 @dataclass
@@ -34,7 +39,7 @@ class Prepared:
         return {name: len(part[1]) for name, part in self.parts.items()}
 
 
-def prepare(table, data_cfg, objective: str) -> Prepared:
+def prepare(table: Any, data_cfg: DictConfig, objective: str) -> Prepared:
     """Split the feature table by entity hash and encode label and categories."""
     if objective not in OBJECTIVES:
         raise ConfigError(f"model.params.objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
@@ -89,7 +94,7 @@ def prepare(table, data_cfg, objective: str) -> Prepared:
     return Prepared(objective, features, list(categories), parts, classes, categories, kinds)
 
 
-def _integral(values):
+def _integral(values: pa.ChunkedArray) -> pa.ChunkedArray:
     """An integer key as int64: Snowflake's NUMBER(p, 0) arrives as a decimal, which pandas
     makes a Python Decimal per row (140 bytes each, kept for the split). Its text, what the
     split hashes, is the same; a value beyond int64 keeps the decimal."""
@@ -103,7 +108,7 @@ def _integral(values):
     return values
 
 
-def encode_label(label, objective: str, name: str) -> Tuple[np.ndarray, Optional[List[Any]]]:
+def encode_label(label: pd.Series, objective: str, name: str) -> Tuple[np.ndarray, Optional[List[Any]]]:
     """The label column as floats for `objective` (class indices for multiclass) and the classes."""
     import pandas as pd
 
@@ -135,7 +140,7 @@ def encode_label(label, objective: str, name: str) -> Tuple[np.ndarray, Optional
     return label.astype(float).to_numpy(), None
 
 
-def encode_feature(values, col: str) -> Tuple[np.ndarray, Optional[List[str]]]:
+def encode_feature(values: pd.Series, col: str) -> Tuple[np.ndarray, Optional[List[str]]]:
     """One feature column (a pandas Series) as float64 and its categories (None unless text).
 
     Text columns become integer codes over their sorted values (nulls stay missing); the
@@ -157,7 +162,7 @@ def encode_feature(values, col: str) -> Tuple[np.ndarray, Optional[List[str]]]:
     return encode_column(values, kind, None, col), None
 
 
-def encode_features(X) -> Dict[str, List[str]]:
+def encode_features(X: pd.DataFrame) -> Dict[str, List[str]]:
     """Every feature column of frame X as float64, in place (encode_feature); the categories."""
     categories: Dict[str, List[str]] = {}
     for col in X.columns:

@@ -13,6 +13,7 @@ booster's predictions. It loads, from the model's own folder:
 
 import importlib.util
 import json
+from typing import Any, Dict, Optional
 
 import mlflow
 import pandas as pd
@@ -22,7 +23,7 @@ from mlflow.pyfunc import PythonModel
 class RunnerModel(PythonModel):
     """A LightGBM booster and the raw-row encoding it was trained with."""
 
-    def load_context(self, context):
+    def load_context(self, context: Any) -> None:
         import lightgbm
 
         self.booster = lightgbm.Booster(model_file=context.artifacts["booster"])
@@ -31,11 +32,12 @@ class RunnerModel(PythonModel):
         # This model's own copy of the rule, under a name of its own: models loaded side by side
         # in one process (with their own training-time copies) do not share it.
         spec = importlib.util.spec_from_file_location(f"runner_model_rows_{id(self):x}", context.artifacts["rows"])
+        assert spec is not None and spec.loader is not None  # a file path always has a spec and a loader
         self.rows = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(self.rows)
 
     # The pd.DataFrame hint: MLflow checks the input against the signature (not the hint).
-    def predict(self, context, model_input: pd.DataFrame, params=None):
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Optional[Dict[str, Any]] = None) -> Any:
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame(model_input)
         return self.booster.predict(self.rows.encode_frame(model_input, self.spec))

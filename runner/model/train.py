@@ -4,13 +4,17 @@ validation and test scores."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Sequence, Tuple
 
+from ..allocator import reuse_large_blocks
 from ..config import to_dict
 from ..errors import ConfigError
-from ..memory import reuse_large_blocks
 from .metrics import OBJECTIVES, score
 from .prepare import Prepared
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+    from omegaconf import DictConfig
 
 # Parameters that change how a Dataset is binned: a cached Dataset is reused
 # only while these stay the same.
@@ -34,7 +38,7 @@ class TrainResult:
     params: Dict[str, Any]
 
 
-def lgb_params(model_cfg, prepared: Prepared) -> Dict[str, Any]:
+def lgb_params(model_cfg: DictConfig, prepared: Prepared) -> Dict[str, Any]:
     params = to_dict(model_cfg.params)
     extra = params.pop("extra", {}) or {}
     params.update(extra)
@@ -47,7 +51,7 @@ def lgb_params(model_cfg, prepared: Prepared) -> Dict[str, Any]:
     return params
 
 
-def datasets(prepared: Prepared, params: Dict[str, Any]):
+def datasets(prepared: Prepared, params: Dict[str, Any]) -> Tuple[lgb.Dataset, lgb.Dataset]:
     """Train and validation Datasets, built once per binning and reused.
 
     feature_pre_filter=False keeps every feature splittable so later trials may
@@ -74,7 +78,7 @@ def datasets(prepared: Prepared, params: Dict[str, Any]):
     return prepared.datasets[binning]
 
 
-def train(prepared: Prepared, model_cfg, callbacks: Sequence[Callable] = ()) -> TrainResult:
+def train(prepared: Prepared, model_cfg: DictConfig, callbacks: Sequence[Callable] = ()) -> TrainResult:
     import lightgbm as lgb
 
     params = lgb_params(model_cfg, prepared)

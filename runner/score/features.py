@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 from ..data import build_frame, cache_key, frame_sql, snapshot_timestamp, time_travel_sql
 from ..data.definition import sql_error
 from ..data.pull import data_version
 from ..errors import DataError, WarehouseError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from omegaconf import DictConfig
+
+    from ..data.warehouse import Warehouse
 
 
 @dataclass
@@ -34,7 +40,7 @@ class ScoringFeatures:
     seconds: float = 0.0  # in the warehouse and the download, not in scoring
 
 
-def scoring_features(wh, data_cfg, label: Optional[str]) -> ScoringFeatures:
+def scoring_features(wh: Warehouse, data_cfg: DictConfig, label: Optional[str]) -> ScoringFeatures:
     """The definition, label dropped in the warehouse when it has it; its rows stream in as
     `batches` is read (the query runs at the first batch)."""
     session = wh.session
@@ -59,7 +65,7 @@ def scoring_features(wh, data_cfg, label: Optional[str]) -> ScoringFeatures:
     return features
 
 
-def _pull(session, frame, setting: str, label: Optional[str], features: ScoringFeatures) -> Iterator[Any]:
+def _pull(session: Any, frame: Any, setting: str, label: Optional[str], features: ScoringFeatures) -> Iterator[Any]:
     """The frame's result chunk by chunk (Snowpark's to_arrow_batches); the time spent in
     it and the feature query's id added to `features`."""
     from snowflake.connector.errors import Error as ConnectorError
@@ -81,7 +87,7 @@ def _pull(session, frame, setting: str, label: Optional[str], features: ScoringF
             features.feature_queries = sum(q.sql_text.strip() == last for q in history.queries)
 
 
-def _without_label(frame, setting: str, label: Optional[str]):
+def _without_label(frame: Any, setting: str, label: Optional[str]) -> Tuple[Any, Optional[str]]:
     """The frame without the label column (if it has one), and that column's name."""
     from snowflake.snowpark.exceptions import SnowparkClientException
 
@@ -100,7 +106,7 @@ def _without_label(frame, setting: str, label: Optional[str]):
     return frame.drop(found[0]), found[0].strip('"')
 
 
-def _definition_failed(exc, setting: str, label: Optional[str]) -> WarehouseError:
+def _definition_failed(exc: BaseException, setting: str, label: Optional[str]) -> WarehouseError:
     text = sql_error(exc)
     hint = ""
     if label and label.strip('"').upper() in text.upper():
@@ -112,7 +118,7 @@ def _definition_failed(exc, setting: str, label: Optional[str]) -> WarehouseErro
     return WarehouseError(f"data.{setting}: the feature query failed in the warehouse: {text}{hint}")
 
 
-def check_keys(keys, setting_value: str) -> None:
+def check_keys(keys: pa.ChunkedArray, setting_value: str) -> None:
     """Every row of a batch has its entity key (keys: its Arrow key column)."""
     if keys.null_count:
         raise DataError(
@@ -121,7 +127,7 @@ def check_keys(keys, setting_value: str) -> None:
         )
 
 
-def check_entities(keys, setting_value: str, setting: str) -> None:
+def check_entities(keys: pa.ChunkedArray, setting_value: str, setting: str) -> None:
     """One row per entity (keys: the whole result's key column, Arrow), and some rows: what a
     predictions table keyed by entity needs."""
     import pyarrow.compute as pc

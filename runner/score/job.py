@@ -1,34 +1,32 @@
 """One batch scoring as one MLflow run: features in the warehouse -> the model -> a warehouse
 table, the predictions also kept as the run's artifact.
 
-The run ends FINISHED, FAILED (tag runner.error) or KILLED (Ctrl-C / SIGTERM); never
-RUNNING. A bad model URI or setting fails before the run exists.
+The run's life is Tracker.run's: it ends FINISHED, FAILED (tag runner.error) or KILLED
+(Ctrl-C / SIGTERM, also one that lands while the run is being created); never RUNNING. A bad
+model URI or setting fails before the run exists.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
 import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..errors import ConfigError, RunnerError, first_line
-from ..interrupts import INTERRUPTS, as_interrupted
+from ..errors import ConfigError
+from ..names import Tag
 from ..testhooks import barrier
-from ..tracking import Tracker
+from ..tracking import Run, Tracker
 from .features import scoring_features
 from .model import ScoringModel, load_model
 from .record import config_text, feature_tags, log_predictions, scoring_params, scoring_tags
 from .stream import score_batches
 from .table import check_table_setting, output_table, write_predictions
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,31 +50,11 @@ def score_config(cfg: DictConfig, model_uri: str, overrides: Sequence[str] = ())
     with tempfile.TemporaryDirectory(prefix="runner-score-model-") as folder:
         model = load_model(model_uri, tracker, folder)
         run_name = cfg.score.run_name or f"score-{model.label}"
-        run_id = tracker.start_run(run_name, scoring_tags(cfg, model, overrides))
-        state = _State()
-        try:
+        with tracker.run(run_name, scoring_tags(cfg, model, overrides), kind="score") as run:
             barrier("score")  # test hook: the run exists, nothing computed yet
-            result = _score(cfg, tracker, run_id, model, label, state)
-            result.seconds = time.perf_counter() - started
-            state.status = "FINISHED"
-            return result
-        except BaseException as exc:
-            _record_failure(tracker, run_id, exc, state)
-            raise
-        finally:
-            try:
-                tracker.end(run_id, state.status)
-            except RunnerError as exc:
-                log.error("%s", exc)
-
-
-class _State:
-    """How far a scoring got: what the run's end and an interrupt line say."""
-
-    def __init__(self) -> None:
-        self.status = "FAILED"
-        self.tags: Dict[str, Any] = {}
-        self.written: Optional[str] = None  # the table, once the transaction committed
+            result = _score(cfg, tracker, run, model, label)
+    result.seconds = time.perf_counter() - started
+    return result
 
 
 def check_settings(cfg: DictConfig) -> Optional[str]:
@@ -99,29 +77,34 @@ def check_settings(cfg: DictConfig) -> Optional[str]:
     return label
 
 
-def _score(cfg: DictConfig, tracker: Tracker, run_id: str, model: ScoringModel, label, state) -> ScoreResult:
+def _score(cfg: DictConfig, tracker: Tracker, run: Run, model: ScoringModel, label: Optional[str]) -> ScoreResult:
     from ..data import open_warehouse
 
+    run_id = run.id
+    written_to: List[str] = []  # the table, once the transaction committed
+    run.kept = lambda: (
+        f"scoring run {run_id} ended KILLED ("
+        + (f"its predictions were written to {written_to[0]})" if written_to else "no predictions written)")
+    )
     data_cfg = cfg.data
     with open_warehouse(data_cfg) as wh, tempfile.TemporaryDirectory(prefix="runner-score-") as folder:
         if data_cfg.query_tag:
             wh.set_query_tag(f"runner score run_id={run_id}")
         target = output_table(cfg.score.table, wh.identity)
-        state.tags["runner.score.table"] = target.sql
+        run.pending_tags[Tag.SCORE_TABLE] = target.sql
         features = scoring_features(wh, data_cfg, label)
         scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
         meta = [model.uri, model.name, model.version, model.run_id, run_id, scored_at.isoformat(sep=" ")]
         try:
             scored = score_batches(features, model, data_cfg, meta, scored_at, Path(folder))
         finally:
-            state.tags.update(feature_tags(features, target))
+            run.pending_tags.update(feature_tags(features, target))
         artifact = log_predictions(tracker, run_id, scored.artifact)
         written = write_predictions(
             wh.session, target, scored.key_column, scored.key_type, scored.upload, scored.rows, meta, run_id
         )
-        state.written = target.sql
-    tracker.log(
-        run_id,
+        written_to.append(target.sql)
+    run.log(
         params=scoring_params(cfg, model.uri),
         metrics={
             "rows_scored": float(written.inserted),
@@ -129,7 +112,7 @@ def _score(cfg: DictConfig, tracker: Tracker, run_id: str, model: ScoringModel, 
             "features_seconds": features.seconds,
             "feature_batches": float(scored.batches),
         },
-        tags={**state.tags, "runner.score.write_query_ids": ",".join(written.query_ids)},
+        tags={**run.pending_tags, Tag.SCORE_WRITE_QUERY_IDS: ",".join(written.query_ids)},
     )
     tracker.log_text(run_id, config_text(cfg), "config/resolved.yaml")
     tracker.log_text(run_id, features.sql, "data/feature_query.sql")
@@ -144,19 +127,3 @@ def _score(cfg: DictConfig, tracker: Tracker, run_id: str, model: ScoringModel, 
         0.0,
         embedded=data_cfg.backend == "embedded",
     )
-
-
-def _record_failure(tracker: Tracker, run_id: str, exc: BaseException, state: _State) -> None:
-    """The run's end status and tags for an exception; what an interrupt line says was kept."""
-    if isinstance(exc, KeyboardInterrupt):  # Ctrl-C / SIGTERM: the user stopped it
-        state.status = "KILLED"
-        tags = {"runner.interrupted": as_interrupted(exc).name, **state.tags}
-        wrote = f"its predictions were written to {state.written}" if state.written else "no predictions written"
-        INTERRUPTS.keep(f"scoring run {run_id} ended KILLED ({wrote})")
-    else:
-        message = first_line(exc) if str(exc) else type(exc).__name__
-        tags = {"runner.error": f"{type(exc).__name__}: {message}", **state.tags}
-    try:
-        tracker.log(run_id, tags=tags)
-    except Exception:  # noqa: BLE001 - the tracker itself may be what failed
-        pass

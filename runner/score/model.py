@@ -9,9 +9,14 @@ pyfunc model that returns one number per row scores the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 from ..errors import ConfigError, DataError, first_line
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..tracking import Tracker
 
 URI_FORMS = "runs:/<run_id>/model, models:/<name>/<version>, models:/<name>@<alias> or models:/<model_id>"
 
@@ -33,7 +38,7 @@ class ScoringModel:
         return self.model_id or (self.run_id or "model")[:12]
 
 
-def load_model(uri: str, tracker, folder: str) -> ScoringModel:
+def load_model(uri: str, tracker: Tracker, folder: str) -> ScoringModel:
     """Download the model at `uri` from the tracker's store into `folder` and load it.
 
     MLflow's global tracking and registry URIs are set to the tracker's (models:/ URIs are
@@ -57,7 +62,7 @@ def load_model(uri: str, tracker, folder: str) -> ScoringModel:
     return model
 
 
-def _registered(tracker, uri: str):
+def _registered(tracker: Tracker, uri: str) -> Tuple[Optional[str], Optional[str]]:
     """(name, version) of a registered model URI, else (None, None)."""
     if not uri.startswith("models:/"):
         return None, None
@@ -88,7 +93,7 @@ def _check_output(model: ScoringModel) -> None:
         )
 
 
-def predict(model: ScoringModel, rows) -> Any:
+def predict(model: ScoringModel, rows: pd.DataFrame) -> Any:
     """The model's predictions for `rows` (a pandas DataFrame of raw feature rows) as a 1-d
     float64 array, one per row."""
     import numpy as np

@@ -5,10 +5,18 @@ model input (MLflow 3 logged models), and the predictions as an artifact."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Sequence
 
 from ..job.tags import base_tags
+from ..names import MlflowTag, Tag
 from ..tracking import Tracker
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from .features import ScoringFeatures
+    from .model import ScoringModel
+    from .table import OutputTable
 
 PREDICTIONS_ARTIFACT = "predictions/predictions.parquet"
 
@@ -22,33 +30,33 @@ def log_predictions(tracker: Tracker, run_id: str, path: Path) -> str:
     return PREDICTIONS_ARTIFACT
 
 
-def scoring_tags(cfg, model, overrides: Sequence[str]) -> Dict[str, Any]:
+def scoring_tags(cfg: DictConfig, model: ScoringModel, overrides: Sequence[str]) -> Dict[str, Any]:
     tags = base_tags(cfg, overrides)
-    tags["mlflow.source.name"] = "python -m runner.score"
+    tags[MlflowTag.SOURCE_NAME] = "python -m runner.score"
     tags.update(
         {
-            "runner.job": "score",
-            "runner.score.model_uri": model.uri,
-            "runner.score.model_run_id": model.run_id or "",
-            "runner.score.model_id": model.model_id or "",
-            "runner.score.model_name": model.name or "",
-            "runner.score.model_version": model.version or "",
+            Tag.JOB: "score",
+            Tag.SCORE_MODEL_URI: model.uri,
+            Tag.SCORE_MODEL_RUN_ID: model.run_id or "",
+            Tag.SCORE_MODEL_ID: model.model_id or "",
+            Tag.SCORE_MODEL_NAME: model.name or "",
+            Tag.SCORE_MODEL_VERSION: model.version or "",
         }
     )
     return {k: v for k, v in tags.items() if v != ""}
 
 
-def feature_tags(features, table) -> Dict[str, Any]:
+def feature_tags(features: ScoringFeatures, table: OutputTable) -> Dict[str, Any]:
     return {
-        "runner.score.table": table.sql,
-        "runner.cache_key": features.key,
-        "runner.score.label_dropped": features.label_dropped or "none",
-        "runner.warehouse.feature_queries": features.feature_queries,
-        "runner.warehouse.query_ids": ",".join(features.query_ids) or "none",
+        Tag.SCORE_TABLE: table.sql,
+        Tag.CACHE_KEY: features.key,
+        Tag.SCORE_LABEL_DROPPED: features.label_dropped or "none",
+        Tag.FEATURE_QUERIES: features.feature_queries,
+        Tag.QUERY_IDS: ",".join(features.query_ids) or "none",
     }
 
 
-def scoring_params(cfg, model_uri: str) -> Dict[str, Any]:
+def scoring_params(cfg: DictConfig, model_uri: str) -> Dict[str, Any]:
     """The data, score and tracker settings (the model's own are in its training run)."""
     from omegaconf import OmegaConf
 
@@ -61,7 +69,7 @@ def scoring_params(cfg, model_uri: str) -> Dict[str, Any]:
     return params
 
 
-def config_text(cfg) -> str:
+def config_text(cfg: DictConfig) -> str:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_yaml(cfg, resolve=True)

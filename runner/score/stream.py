@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from ..data import find_column
 from ..data.entry import conform
@@ -16,6 +16,10 @@ from ..tracking.dataset import FrameSummary
 from .features import ScoringFeatures, check_entities, check_keys
 from .model import ScoringModel, predict
 from .table import sql_type
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from omegaconf import DictConfig
 
 UPLOAD = "upload.parquet"
 ARTIFACT = "predictions.parquet"  # the name of the run's artifact (runner/score/record.py)
@@ -35,7 +39,7 @@ class Scored:
 def score_batches(
     features: ScoringFeatures,
     model: ScoringModel,
-    data_cfg,
+    data_cfg: DictConfig,
     meta: Sequence[Any],
     scored_at: datetime,
     folder: Path,
@@ -83,7 +87,9 @@ def score_batches(
     return Scored(rows, batches, key_column, key_type, folder / UPLOAD, folder / ARTIFACT, summary)
 
 
-def output_rows(key_column: str, key, values, meta: Sequence[Any], scored_at: datetime):
+def output_rows(
+    key_column: str, key: pa.ChunkedArray, values: pa.Array, meta: Sequence[Any], scored_at: datetime
+) -> pa.Table:
     """Rows as the output table holds them: key, PREDICTION and the columns of meta."""
     import pyarrow as pa
 
@@ -103,7 +109,7 @@ def output_rows(key_column: str, key, values, meta: Sequence[Any], scored_at: da
     )
 
 
-def _append(writers: Dict[str, Any], path: Path, table):
+def _append(writers: Dict[str, Any], path: Path, table: pa.Table) -> pa.Table:
     """table appended to the Parquet file at path (opened with the first table's schema), as
     written (cast to that schema)."""
     import pyarrow.parquet as pq

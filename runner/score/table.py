@@ -24,11 +24,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from ..data import check_identifier
 from ..data.definition import sql_error
 from ..errors import ConfigError, DataError, WarehouseError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 META_COLUMNS = (
     ("PREDICTION", "FLOAT"),
@@ -85,7 +88,7 @@ def quote_column(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def sql_type(arrow_type, key_setting: str) -> str:
+def sql_type(arrow_type: pa.DataType, key_setting: str) -> str:
     """The Snowflake type of the key column, from its Arrow type as the warehouse returned it."""
     import pyarrow as pa
 
@@ -111,7 +114,7 @@ def sql_type(arrow_type, key_setting: str) -> str:
 
 
 def write_predictions(
-    session,
+    session: Any,
     target: OutputTable,
     key_column: str,
     key_type: str,
@@ -159,7 +162,14 @@ def write_predictions(
 
 
 def _replace(
-    session, target: OutputTable, key: str, staging: str, expected: int, values, ids: List[str], open_: List[bool]
+    session: Any,
+    target: OutputTable,
+    key: str,
+    staging: str,
+    expected: int,
+    values: Sequence[Any],
+    ids: List[str],
+    open_: List[bool],
 ) -> Written:
     names = ", ".join(f'"{name}"' for name, _ in META_COLUMNS)
     open_.append(True)
@@ -191,7 +201,7 @@ def _replace(
     return Written(_count(inserted), _count(deleted), ids)
 
 
-def _check_columns(session, target: OutputTable, key_column: str) -> None:
+def _check_columns(session: Any, target: OutputTable, key_column: str) -> None:
     from snowflake.snowpark.exceptions import SnowparkClientException
 
     try:
@@ -207,7 +217,9 @@ def _check_columns(session, target: OutputTable, key_column: str) -> None:
         )
 
 
-def _table_step(session, target: OutputTable, ids: List[str], sql: str, params: Optional[list] = None):
+def _table_step(
+    session: Any, target: OutputTable, ids: List[str], sql: str, params: Optional[list] = None
+) -> List[Any]:
     from snowflake.snowpark.exceptions import SnowparkClientException
 
     try:
@@ -216,18 +228,18 @@ def _table_step(session, target: OutputTable, ids: List[str], sql: str, params: 
         raise _not_writable(target, exc) from None
 
 
-def _run(session, sql: str, ids: List[str], params: Optional[list] = None):
+def _run(session: Any, sql: str, ids: List[str], params: Optional[list] = None) -> List[Any]:
     with session.query_history() as history:
         rows = session.sql(sql, params=params).collect()
     ids.extend(q.query_id for q in history.queries if q.query_id)
     return rows
 
 
-def _count(rows) -> int:
+def _count(rows: List[Any]) -> int:
     return int(rows[0][0]) if rows else 0
 
 
-def _not_writable(target: OutputTable, exc) -> WarehouseError:
+def _not_writable(target: OutputTable, exc: BaseException) -> WarehouseError:
     return WarehouseError(
         f"score.table={target.setting!r}: cannot write {target.sql}: {sql_error(exc)} (the role needs "
         "CREATE TABLE and CREATE STAGE on its schema, or INSERT and DELETE on an existing table; "

@@ -4,24 +4,34 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Union
+
+from ..names import MlflowTag
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.data.dataset_source import DatasetSource
+    from mlflow.entities import DatasetInput
+
+    from ..data.featureset import FeatureSet
+    from ..score.features import ScoringFeatures
 
 
 @functools.cache
-def source_class():
+def source_class() -> Callable[[Dict[str, Any]], DatasetSource]:
     from mlflow.data.dataset_source import DatasetSource
 
     class WarehouseSource(DatasetSource):
         """Where features came from: account/database/schema and the query (never credentials)."""
 
-        def __init__(self, info: Dict[str, Any]):
+        def __init__(self, info: Dict[str, Any]) -> None:
             self.info = dict(info)
 
         @staticmethod
         def _get_source_type() -> str:
             return "snowflake"
 
-        def load(self, **kwargs):
+        def load(self, **kwargs: Any) -> Any:
             raise NotImplementedError("re-run the query in data.* to load these features")
 
         @staticmethod
@@ -29,14 +39,14 @@ def source_class():
             return False
 
         @classmethod
-        def _resolve(cls, raw_source: Any):
+        def _resolve(cls, raw_source: Any) -> DatasetSource:
             raise NotImplementedError
 
         def to_dict(self) -> Dict[str, Any]:
             return self.info
 
         @classmethod
-        def from_dict(cls, source_dict: Dict[str, Any]):
+        def from_dict(cls, source_dict: Dict[str, Any]) -> DatasetSource:
             return cls(source_dict)
 
     return WarehouseSource
@@ -52,7 +62,7 @@ def fit_source(info: Dict[str, Any]) -> Dict[str, Any]:
     return info
 
 
-def dataset_digest(features) -> str:
+def dataset_digest(features: Union[FeatureSet, ScoringFeatures]) -> str:
     """The digest of the dataset input of features (a FeatureSet): its cache key's first 36
     characters (MLflow's limit)."""
     return features.key[:36]
@@ -76,12 +86,12 @@ class FrameSummary:
         self.elements = 0
 
     @classmethod
-    def of(cls, frame) -> FrameSummary:
+    def of(cls, frame: pd.DataFrame) -> FrameSummary:
         summary = cls()
         summary.add(frame)
         return summary
 
-    def add(self, frame) -> None:
+    def add(self, frame: pd.DataFrame) -> None:
         """One more frame (pandas) of the rows."""
         import pandas as pd
 
@@ -95,7 +105,12 @@ class FrameSummary:
         self.elements += int(frame.size)
 
 
-def dataset_input(frame, features, targets: Optional[str], context: str = "training"):
+def dataset_input(
+    frame: Union[pd.DataFrame, FrameSummary],
+    features: Union[FeatureSet, ScoringFeatures],
+    targets: Optional[str],
+    context: str = "training",
+) -> DatasetInput:
     """The DatasetInput entity of a frame pulled as `features` (a FeatureSet); frame: a pandas
     DataFrame or a FrameSummary of the rows; targets: the label column (None: rows scored, not
     trained on). Its schema and profile describe the whole frame; see SCHEMA_SAMPLE_ROWS."""
@@ -123,4 +138,4 @@ def dataset_input(frame, features, targets: Optional[str], context: str = "train
         schema=json.dumps(schema) if schema else None,
         profile=json.dumps({"num_rows": summary.rows, "num_elements": summary.elements}),
     )
-    return DatasetInput(entity, [InputTag("mlflow.data.context", context)])
+    return DatasetInput(entity, [InputTag(MlflowTag.DATA_CONTEXT, context)])

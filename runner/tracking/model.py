@@ -27,7 +27,15 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+    import pandas as pd
+    from mlflow.types.schema import Schema
+    from omegaconf import DictConfig
+
+    from ..model.prepare import Prepared
 
 _MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
 MODEL_CODE = _MODEL_DIR / "pyfunc_code.py"
@@ -52,7 +60,7 @@ class LoggedModelRef:
         return self.location or self.uri
 
 
-def encoding(prepared) -> Dict[str, Any]:
+def encoding(prepared: Prepared) -> Dict[str, Any]:
     """What the logged model needs to encode raw rows (runner/model/rows.py spec)."""
     return {
         "features": list(prepared.features),
@@ -65,14 +73,14 @@ def encoding(prepared) -> Dict[str, Any]:
     }
 
 
-def raw_example(prepared, n: int = 5):
+def raw_example(prepared: Prepared, n: int = 5) -> pd.DataFrame:
     """n validation rows as raw rows (text categories, int64 integers), the input example."""
     from ..model.rows import decode_frame
 
     return decode_frame(prepared.parts["valid"][0].head(n), encoding(prepared))
 
 
-def input_schema(prepared):
+def input_schema(prepared: Prepared) -> Schema:
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
     spec = encoding(prepared)
@@ -84,7 +92,9 @@ def input_schema(prepared):
     )
 
 
-def save_model(path: Path, booster, prepared, run_id: Optional[str] = None, model_id: Optional[str] = None) -> None:
+def save_model(
+    path: Path, booster: lgb.Booster, prepared: Prepared, run_id: Optional[str] = None, model_id: Optional[str] = None
+) -> None:
     """Write the MLflow model folder at `path` (which must not exist)."""
     import tempfile
 
@@ -133,7 +143,7 @@ def save_model(path: Path, booster, prepared, run_id: Optional[str] = None, mode
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def registered_name(tracker_cfg, setting: Optional[str] = None) -> Optional[str]:
+def registered_name(tracker_cfg: DictConfig, setting: Optional[str] = None) -> Optional[str]:
     """The Model Registry name of a sweep's best model, or None when registration is off.
 
     tracker.register=false: off. Else hydra.sweeper.registered_model (`setting`), else

@@ -12,29 +12,43 @@ import logging
 import os
 import tempfile
 import uuid
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ..errors import TrackingError
+from ..names import MlflowTag, Tag
 from ..secrets import redact_url, scrub
 from .dataset import dataset_input
 from .hints import failure
+from .lifecycle import Run, close, run_scope
 from .model import LoggedModelRef
 from .outage import GATEWAY, UNREACHABLE, Outage
 from .sagemaker import prepare_sagemaker, quiet_plugin_noise
 from .uri import tracking_uri
 from .values import fit, tag_limit
 
+if TYPE_CHECKING:
+    import lightgbm as lgb
+    import pandas as pd
+    from mlflow.store.artifact.artifact_repo import ArtifactRepository
+    from omegaconf import DictConfig
+
+    from ..data.featureset import FeatureSet
+    from ..model.prepare import Prepared
+    from ..score.features import ScoringFeatures
+    from .dataset import FrameSummary
+
 log = logging.getLogger(__name__)
 
 
 # Experiments runner creates are model-training experiments: MLflow 3's UI opens them on the
 # runs table instead of its GenAI overview (kinds: mlflow/server/js/.../constants.ts).
-EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+EXPERIMENT_TAGS = {MlflowTag.EXPERIMENT_KIND: "custom_model_development"}
 
 
 class Tracker:
-    def __init__(self, cfg):
+    def __init__(self, cfg: DictConfig) -> None:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(cfg.max_retries))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(cfg.request_timeout))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
@@ -99,19 +113,28 @@ class Tracker:
                 self._experiment_id = exp.experiment_id
         return self._experiment_id
 
-    def start_run(self, run_name: Optional[str], tags: Dict[str, Any], parent_run_id: Optional[str] = None) -> str:
+    def run(self, name: Optional[str], tags: Dict[str, Any], **how: Any) -> AbstractContextManager[Run]:
+        """One run's life, `with tracker.run(name, tags, parent=...) as run:` (lifecycle.py)."""
+        return run_scope(self, name, tags, **how)
+
+    def close(self, run_id: str, status: str, **what: Any) -> bool:
+        """End a run another (dead) process left RUNNING, with what it lacks (lifecycle.py)."""
+        return close(self, run_id, status, **what)
+
+    def _create_run(self, run_name: Optional[str], tags: Dict[str, Any], parent_run_id: Optional[str] = None) -> str:
+        """The create request (the lifecycle's; callers use run())."""
         tags = dict(tags)
         if parent_run_id:
-            tags["mlflow.parentRunId"] = parent_run_id
+            tags[MlflowTag.PARENT_RUN_ID] = parent_run_id
         clean = {k: t for k, v in tags.items() if (t := fit("tag", k, v, tag_limit())) is not None}
         # A retried create must not make a second run when the first reached the server.
-        token = clean["runner.create_token"] = uuid.uuid4().hex
+        token = clean[Tag.CREATE_TOKEN] = uuid.uuid4().hex
         tried: List[int] = []
         experiment = self.experiment_id()
 
-        def create():
+        def create() -> Any:
             if tried:
-                found = self.client.search_runs([experiment], f"tags.`runner.create_token` = '{token}'", max_results=1)
+                found = self.client.search_runs([experiment], f"tags.`{Tag.CREATE_TOKEN}` = '{token}'", max_results=1)
                 if found:
                     return found[0]
             tried.append(1)
@@ -122,10 +145,10 @@ class Tracker:
         self._artifact_uris[run.info.run_id] = run.info.artifact_uri
         return run.info.run_id
 
-    def get_run(self, run_id: str):
+    def get_run(self, run_id: str) -> Any:
         """The run, or None when the store has no run with this id."""
 
-        def get():
+        def get() -> Any:
             try:
                 return self.client.get_run(run_id)
             except Exception as exc:
@@ -169,16 +192,17 @@ class Tracker:
         if p or m or g:
             self._call("log params/metrics", self.client.log_batch, run_id, metrics=m, params=p, tags=g)
 
-    def end(self, run_id: str, status: str = "FINISHED") -> None:
+    def _end_run(self, run_id: str, status: str) -> None:
+        """The end request (the lifecycle's; callers leave the end to run() or close())."""
         self._call(f"end run {run_id} as {status}", self.client.set_terminated, run_id, status=status)
 
-    def reopen(self, run_id: str) -> None:
+    def _reopen(self, run_id: str) -> None:
         """Set a finished run back to RUNNING (a resumed sweep's parent)."""
         self._call(f"reopen run {run_id}", self.client.update_run, run_id, status="RUNNING")
 
     # artifacts -----------------------------------------------------------------
 
-    def _artifact_repo(self, run_id: str):
+    def _artifact_repo(self, run_id: str) -> Optional[ArtifactRepository]:
         """The run's artifact repository, without a request when this Tracker created the run."""
         uri = self._artifact_uris.get(run_id)
         if uri is None:
@@ -203,7 +227,7 @@ class Tracker:
             parent = str(Path(path).parent)
             self.log_artifact(run_id, str(local), None if parent == "." else parent)
 
-    def log_model(self, run_id: str, booster, prepared) -> str:
+    def log_model(self, run_id: str, booster: lgb.Booster, prepared: Prepared) -> str:
         """Log the model as the run's artifacts `model/` (runner/tracking/model.py: a pyfunc model
         taking raw rows, plus the LightGBM flavor); return its URI, runs:/<run_id>/model."""
         from .model import save_model
@@ -221,8 +245,8 @@ class Tracker:
     def log_logged_model(
         self,
         run_id: str,
-        booster,
-        prepared,
+        booster: lgb.Booster,
+        prepared: Prepared,
         tags: Optional[Dict[str, Any]] = None,
         params: Optional[Dict[str, Any]] = None,
     ) -> LoggedModelRef:
@@ -281,8 +305,8 @@ class Tracker:
     def log_dataset(
         self,
         run_id: str,
-        frame,
-        features,
+        frame: Union[pd.DataFrame, FrameSummary],
+        features: Union[FeatureSet, ScoringFeatures],
         targets: Optional[str],
         context: str = "training",
         model_id: Optional[str] = None,
@@ -312,7 +336,7 @@ class Tracker:
 
     # registry ------------------------------------------------------------------
 
-    def register(self, name: str, run_id: str, model_uri: str, model_id: Optional[str] = None):
+    def register(self, name: str, run_id: str, model_uri: str, model_id: Optional[str] = None) -> Any:
         """A version of registered model `name` for the run's model at `model_uri` (a logged
         model's id links the version to it); idempotent per run. A registry that cannot search
         versions by run (no such API, or the filter refused) gets one warning line per process
@@ -321,7 +345,7 @@ class Tracker:
 
         feature = "searching model versions by run"
 
-        def versions():
+        def versions() -> List[Any]:
             if skipped(self.uri, feature):
                 return []
             try:
@@ -340,7 +364,7 @@ class Tracker:
         if existing:
             return max(existing, key=lambda v: int(v.version))
 
-        def ensure_model():
+        def ensure_model() -> None:
             try:
                 self.client.get_registered_model(name)
             except Exception as exc:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..secrets import redact_url
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 ARN = re.compile(r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:mlflow-(tracking-server|app)/[A-Za-z0-9][A-Za-z0-9-]*$")
 KINDS = ("local", "server", "sagemaker")
 
 
-def tracking_uri(cfg) -> str:
+def tracking_uri(cfg: DictConfig) -> str:
     if cfg.kind not in KINDS:
         raise ConfigError(f"tracker.kind must be one of {', '.join(KINDS)}, got {cfg.kind!r}")
     if cfg.kind == "local":

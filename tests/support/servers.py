@@ -99,7 +99,7 @@ class MlflowServer:
 
 class FakesnowProcess:
     """fakesnow as a separate process, answering large results in chunks as Snowflake does
-    (runner/data/emulator_server.py): the stand-in for a Snowflake account."""
+    (runner/embedded/server.py): the stand-in for a Snowflake account."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -112,7 +112,7 @@ class FakesnowProcess:
         with open(log_path, "ab") as log:
             # fakesnow makes a temp folder at import and never removes it: keep it under root.
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "runner.data.emulator_server", "--host", "127.0.0.1", "--port", str(self.port)],
+                [sys.executable, "-m", "runner.embedded.server", "--host", "127.0.0.1", "--port", str(self.port)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

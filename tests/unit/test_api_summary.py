@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from runner.api import _summary
 from runner.job import JobResult
+
+pytestmark = pytest.mark.unit
 
 
 def _job(run_id: str, auc: float, leaves: int) -> SimpleNamespace:

@@ -19,6 +19,8 @@ import pytest
 from runner.data import FeatureCache, cache_key
 from runner.errors import CacheError
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[2]
 
 

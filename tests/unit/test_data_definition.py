@@ -7,6 +7,8 @@ import pytest
 from runner.data import check_identifier, source_tables
 from runner.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("name", ["EVENTS", "db.schema.t", '"My Table"', "a$b"])
 def test_identifiers_accepted(name):

@@ -13,6 +13,8 @@ from runner.data import FeatureCache, cache_key
 from runner.data.entry import Damaged, read_entry, write_entry
 from runner.errors import DataError
 
+pytestmark = pytest.mark.unit
+
 
 def batches(sizes, seed=0):
     rng = np.random.default_rng(seed)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from runner.data import split_labels
+
+pytestmark = pytest.mark.unit
 
 
 def test_split_is_stable_and_order_free():

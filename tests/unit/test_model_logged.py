@@ -17,6 +17,8 @@ from runner.config import DataConfig, ModelConfig, TrackerConfig
 from runner.model import prepare, train
 from runner.tracking.model import registered_name, save_model
 
+pytestmark = pytest.mark.unit
+
 N = 600
 
 
@@ -142,7 +144,7 @@ def test_logged_model_is_made_once_per_run_and_registers(trained, local_tracker)
 
     prepared, result, raw = trained
     tracker = local_tracker
-    run_id = tracker.start_run("trial-0", {})
+    run_id = tracker._create_run("trial-0", {})
     first = tracker.log_logged_model(run_id, result.booster, prepared, tags={"t": 1}, params={"p": 2})
     again = tracker.log_logged_model(run_id, result.booster, prepared)
     assert first.model_id and first.uri == f"models:/{first.model_id}" and again.model_id == first.model_id
@@ -171,7 +173,7 @@ def test_store_without_logged_models_gets_run_artifacts(trained, local_tracker, 
     monkeypatch.setattr(hints, "server_version", lambda client, uri: "2.16.2")
     prepared, result, _ = trained
     tracker = local_tracker
-    runs = [tracker.start_run(f"trial-{i}", {}) for i in range(2)]
+    runs = [tracker._create_run(f"trial-{i}", {}) for i in range(2)]
     calls = []
 
     def no_endpoint(*args, **kwargs):  # an MLflow 2 server: the endpoint is not there

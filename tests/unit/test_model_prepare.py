@@ -14,6 +14,8 @@ from runner.config import DataConfig
 from runner.errors import ConfigError, DataError
 from runner.model import encode_features, encode_label, prepare
 
+pytestmark = pytest.mark.unit
+
 
 def test_text_columns_become_codes_over_sorted_values_nulls_missing():
     X = pd.DataFrame(

@@ -11,6 +11,8 @@ import pytest
 from runner.model import encode_features
 from runner.model.rows import category_values, decode_frame, encode_column, encode_frame, kind_of
 
+pytestmark = pytest.mark.unit
+
 
 def nan_equal(a, b) -> bool:
     return np.array_equal(np.asarray(a, dtype=float), np.asarray(b, dtype=float), equal_nan=True)

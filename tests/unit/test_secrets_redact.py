@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from runner.secrets import redact_url, scrub
+
+pytestmark = pytest.mark.unit
 
 
 def test_redaction(monkeypatch):

@@ -1,11 +1,15 @@
 """runner/interrupts.py: the signal names, exit codes and the kept line's precedence
-(real signals to real processes: tests/test_interrupts.py)."""
+(real signals to real processes: tests/test_ctrl_c_and_sigterm.py)."""
 
 from __future__ import annotations
 
 import signal
 
+import pytest
+
 from runner.interrupts import INTERRUPTS, Interrupted, as_interrupted
+
+pytestmark = pytest.mark.unit
 
 
 def test_names_and_exit_codes():

@@ -6,6 +6,7 @@ import threading
 import time
 
 import optuna
+import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
@@ -15,15 +16,20 @@ from hydra_plugins.runner_optuna_sweeper._search_space import SearchSpace
 from hydra_plugins.runner_optuna_sweeper._state import Sweep
 from hydra_plugins.runner_optuna_sweeper._trial import Outcome
 
+pytestmark = pytest.mark.unit
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def make_budget(
     limit: int, *, max_failures: int = 0, timeout=None, direction: str = "maximize", on_tell=None
 ) -> Budget:
-    study = optuna.create_study(direction=direction, sampler=optuna.samplers.RandomSampler(seed=0))
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, direction=direction, sampler=optuna.samplers.RandomSampler(seed=0))
     space = SearchSpace(distributions={"x": FloatDistribution(0.0, 1.0)})
-    sweep = Sweep(study, "sqlite:///:memory:", ["valid_auc"], [direction], space, limit, time.perf_counter())
+    sweep = Sweep(
+        study, "sqlite:///:memory:", ["valid_auc"], [direction], space, limit, time.perf_counter(), storage=storage
+    )
     return Budget(
         sweep,
         stop=threading.Event(),
@@ -69,7 +75,7 @@ def test_counts_complete_and_pruned_but_not_failed():
     assert budget.study.trials[0].user_attrs["feature_queries"] == 2
     assert budget.study.trials[2].user_attrs["error"] == "ValueError: boom"
     assert told == [(0, "COMPLETE"), (1, "PRUNED"), (2, "FAIL")]
-    assert budget.mine == {}
+    assert not budget.mine
     # the failed trial freed its slot: one more, then the budget is spent
     d = budget.ask()
     assert d is not None and d is not False and d.number == 3
@@ -99,7 +105,7 @@ def test_trial_asked_past_the_budget_by_another_process_is_failed_over_budget():
     ours = study.trials[1]
     assert ours.state == TrialState.FAIL and ours.user_attrs["over_budget"] is True
     assert study.trials[0].state == TrialState.RUNNING
-    assert budget.mine == {}
+    assert not budget.mine
 
 
 def test_max_failures_stops_the_sweep():

@@ -7,6 +7,8 @@ import pytest
 
 from hydra_plugins.runner_optuna_sweeper._display import duration, fmt, markdown, progress_line, text_table
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     "value, shown",

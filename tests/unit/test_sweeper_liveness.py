@@ -6,7 +6,11 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
+
 from hydra_plugins.runner_optuna_sweeper._liveness import is_mine, owner_info, proc_start, stale_reason
+
+pytestmark = pytest.mark.unit
 
 HOST = socket.gethostname()
 NOW = 1_000_000.0

@@ -1,5 +1,5 @@
-"""The sweeper's pruner options (hydra_plugins/.../config.py): no pruning by default (issue
-15 part 4, benchmarks/pruning.py), every named option still builds the pruner it names."""
+"""The sweeper's pruner options (hydra_plugins/.../config.py): no pruning by default (the
+comparison behind it: benchmarks/pruning.py), every named option still builds the pruner it names."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from hydra import compose, initialize_config_dir
 import runner.config  # noqa: F401 - registers runner_schema
 from hydra_plugins.runner_optuna_sweeper._samplers import build
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.unit
 
 
 def _pruner(*overrides: str):

@@ -11,6 +11,8 @@ from hydra_plugins.runner_optuna_sweeper import _settings
 from hydra_plugins.runner_optuna_sweeper.config import RunnerOptunaSweeperConf
 from runner.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 
 def test_defaults_come_from_config_py():
     s = _settings.from_kwargs({})

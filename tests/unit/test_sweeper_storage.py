@@ -11,6 +11,8 @@ import pytest
 from hydra_plugins.runner_optuna_sweeper._storage import lock_file, make_storage, safe_name, study_lock
 from runner.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 
 def _free(path) -> bool:
     """Whether another holder could take the lock file right now (a separate open file)."""

@@ -16,7 +16,10 @@ from optuna.trial import FrozenTrial, TrialState
 from hydra_plugins.runner_optuna_sweeper._budget import Budget
 from hydra_plugins.runner_optuna_sweeper._search_space import SearchSpace
 from hydra_plugins.runner_optuna_sweeper._state import Sweep
-from hydra_plugins.runner_optuna_sweeper._summary import HISTORY_ATTR, best_history, finish
+from hydra_plugins.runner_optuna_sweeper._summary import best_history, finish
+from runner.names import StudyAttr
+
+pytestmark = pytest.mark.unit
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 T0 = datetime(2026, 12, 1, 9, 0, 0)
@@ -70,10 +73,13 @@ def file_tracker(tmp_path, monkeypatch):
 
 
 def make_sweep(tracker, direction: str = "maximize") -> Sweep:
-    study = optuna.create_study(direction=direction)
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, direction=direction)
     space = SearchSpace(distributions={"x": FloatDistribution(0.0, 1.0)})
-    sweep = Sweep(study, "sqlite:///:memory:", ["valid_auc"], [direction], space, 10, time.perf_counter())
-    sweep.parent_run_id = tracker.start_run("sweep", {})
+    sweep = Sweep(
+        study, "sqlite:///:memory:", ["valid_auc"], [direction], space, 10, time.perf_counter(), storage=storage
+    )
+    sweep.parent_run_id = tracker._create_run("sweep", {})  # a parent RUNNING as during a sweep
     return sweep
 
 
@@ -123,7 +129,7 @@ def test_resumed_sweep_adds_only_the_new_points(file_tracker):
     sweep.study.add_trials([trial(0.5, 10), trial(0.7, 20)])
     summarize(sweep, tracker)
     summarize(sweep, tracker)  # same study state: nothing is sent again
-    assert len(history(tracker, sweep)) == 2 and sweep.study.user_attrs[HISTORY_ATTR] == 2
+    assert len(history(tracker, sweep)) == 2 and sweep.study.user_attrs[StudyAttr.BEST_HISTORY] == 2
     sweep.study.add_trials([trial(None, 25, TrialState.PRUNED)])
     summarize(sweep, tracker)  # a new state with no new complete trial: no new point
     assert len(history(tracker, sweep)) == 2
@@ -146,7 +152,7 @@ def test_a_batch_sent_again_after_a_crash_adds_no_rows(tracker):
     summarize(sweep, tracker)
     first = history(tracker, sweep)
     sweep.study.set_user_attr("runner.summary", None)  # as if the process died at kill_point("summary")
-    sweep.study.set_user_attr(HISTORY_ATTR, 0)
+    sweep.study.set_user_attr(StudyAttr.BEST_HISTORY, 0)
     summarize(sweep, tracker)
     assert history(tracker, sweep) == first and len(first) == 3
 
@@ -160,4 +166,4 @@ def test_a_study_past_the_batch_limit_is_logged_whole(tracker):
     assert [p[0] for p in points] == list(range(1, 5001))
     values = [p[1] for p in points]
     assert values == sorted(values) and values[-1] == pytest.approx(4999 / 5000)
-    assert sweep.study.user_attrs[HISTORY_ATTR] == 5000
+    assert sweep.study.user_attrs[StudyAttr.BEST_HISTORY] == 5000

@@ -24,6 +24,8 @@ from hydra_plugins.runner_optuna_sweeper._trial import (
 )
 from runner.errors import DataError
 
+pytestmark = pytest.mark.unit
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 VALUES = {"model.params.num_leaves": 31, "model.params.learning_rate": 0.05}
 
@@ -104,7 +106,7 @@ def test_pruned_trial(monkeypatch, trial, ctx):
     (callback,) = hooks.callbacks
     assert isinstance(callback, PruningCallback)
     assert (callback.metric, callback.maximize, callback.every, callback.prune) == ("auc", True, 5, True)
-    assert hooks.owned_status(optuna.TrialPruned("x")) == "KILLED"
+    assert hooks.status_of(optuna.TrialPruned("x")) == "KILLED"
     assert hooks.tags_at_end("FINISHED")["optuna.state"] == "COMPLETE"
     assert json.loads(hooks.tags_at_end("FINISHED")["optuna.params"]) == trial.params
 
@@ -167,7 +169,7 @@ def test_no_run_starts_once_the_sweep_stopped_nor_while_its_cleanup_holds_the_lo
     started = []
 
     def run_job(cfg, *, tracker=None, parent_run_id=None, hooks=None):
-        with hooks.starting():  # what run_job holds around creating the run
+        with hooks.start_guard():  # what the run lifecycle holds around creating the run
             started.append("run-1")
             hooks.on_run("run-1")
         return None

@@ -1,4 +1,4 @@
-"""Sweep configs written for hydra-optuna-sweeper search the same space here (issue 13).
+"""Sweep configs written for hydra-optuna-sweeper search the same space here.
 
 The cases are upstream's own: its test table (plugins/hydra_optuna_sweeper/tests/
 test_optuna_sweeper_plugin.py, test_create_optuna_distribution_from_override) and the
@@ -15,6 +15,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hydra_plugins.runner_optuna_sweeper._search_space import grid_space, parse_space
+
+pytestmark = pytest.mark.unit
 
 UPSTREAM_TESTS = [
     ("key=choice(1,2)", CategoricalDistribution([1, 2])),

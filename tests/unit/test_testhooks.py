@@ -6,7 +6,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from runner import env, testhooks
+
+pytestmark = pytest.mark.unit
 
 
 def test_unset_hooks_do_nothing(monkeypatch):

@@ -9,8 +9,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from runner.tracking.dataset import SCHEMA_SAMPLE_ROWS, FrameSummary, dataset_input, source_class
+
+pytestmark = pytest.mark.unit
 
 
 def _frame(rng):

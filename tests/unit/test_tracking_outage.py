@@ -9,6 +9,8 @@ from runner import env
 from runner.errors import TrackingError
 from runner.tracking.outage import REACHED, Outage, is_outage
 
+pytestmark = pytest.mark.unit
+
 URI = "http://127.0.0.1:5999"
 
 

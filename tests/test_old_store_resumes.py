@@ -1,6 +1,6 @@
 """A study and MLflow store written by an earlier runner still resume with this one.
 
-tests/fixtures/store_v0 was written before the restructure (issue 10; see its README):
+tests/fixtures/store_v0 was written before runner's modules were restructured (see its README):
 the names recorded there (Optuna user attributes, MLflow tags, the parent run link)
 must keep working, so the same command with a larger budget continues the same study
 under the same parent run.
@@ -12,9 +12,12 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import REPO, run_runner
+
+pytestmark = pytest.mark.integration
 
 FIXTURE = REPO / "tests" / "fixtures" / "store_v0"
 PARENT = "a3219dc034924df2b24dc3ff55cc79cc"

@@ -15,9 +15,12 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional
 
 from ..errors import WarehouseError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 # fakesnow answers these statements only when told to ignore them.
 _EMULATOR_NOPS = [
@@ -48,7 +51,7 @@ def fakesnow_server(
     port: Optional[int] = None, timeout: float = 20.0, while_starting: Optional[Callable[[], object]] = None
 ) -> Iterator[int]:
     """Run fakesnow on loopback in its own process group; yield its port. It answers large
-    results in chunks, as Snowflake does (runner/data/emulator_server.py).
+    results in chunks, as Snowflake does (runner/embedded/server.py).
 
     while_starting runs as soon as the process is spawned (its start takes ~1.5 s).
     fakesnow makes a temp folder at import and never removes it (one per run, in /tmp):
@@ -58,7 +61,7 @@ def fakesnow_server(
     _remove_orphan_scratch()
     scratch = tempfile.mkdtemp(prefix=f"runner-fakesnow-{os.getpid()}-")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runner.data.emulator_server", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "runner.embedded.server", "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -109,7 +112,7 @@ def _remove_orphan_scratch() -> None:
             pass
 
 
-def emulator_kwargs(port: int, data_cfg) -> Dict[str, Any]:
+def emulator_kwargs(port: int, data_cfg: DictConfig) -> Dict[str, Any]:
     # platform_detection_timeout_seconds=0: no probing of cloud metadata addresses at login
     # (the connector's default spends ~1.2 s on it, and the emulator is on loopback).
     return dict(

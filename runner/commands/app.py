@@ -4,38 +4,43 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
 import hydra
 from omegaconf import DictConfig
 
-from . import config as _config  # noqa: F401  (registers the schema in Hydra's ConfigStore)
-from . import env
-from .console import exit_with
-from .errors import RunnerError
+from .. import config as _config  # noqa: F401  (registers the schema in Hydra's ConfigStore)
+from .. import env
+from ..console import exit_with
+from ..errors import RunnerError
+
+if TYPE_CHECKING:
+    from ..job import JobResult
+    from ..tracking import Tracker
 
 
 def conf_dir() -> str:
     """runner's default configs: conf/ at the top of the repo, shipped in the wheel as
     runner/conf (in a checkout, runner/conf is a link to it)."""
-    return str(Path(__file__).resolve().parent / "conf")
+    return str(Path(__file__).resolve().parent.parent / "conf")
 
 
 CONF_DIR = conf_dir()
 
 
-def run(cfg: DictConfig):
+def run(cfg: DictConfig) -> Optional[float]:
     """The Hydra task: one job; its return value (the headline validation metric) is the
     job's return for Hydra's sweepers."""
     result = task(cfg)
     return result.metrics.get(f"valid_{result.headline}")
 
 
-def task(cfg: DictConfig):
+def task(cfg: DictConfig) -> JobResult:
     """One job under Hydra (a run, or a job of a multirun); returns its JobResult."""
-    from .console import quiet_libraries
-    from .job import run_job
-    from .secrets import install_log_filter
-    from .tracking import Tracker
+    from ..console import quiet_libraries
+    from ..job import run_job
+    from ..secrets import install_log_filter
+    from ..tracking import Tracker
 
     install_log_filter()
     quiet_libraries()
@@ -45,7 +50,7 @@ def task(cfg: DictConfig):
     return result
 
 
-def _report(result, tracker, cfg) -> None:
+def _report(result: JobResult, tracker: Tracker, cfg: DictConfig) -> None:
     m = result.metrics
     h = result.headline
     f = result.features
@@ -62,7 +67,7 @@ def _report(result, tracker, cfg) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig):
+def main(cfg: DictConfig) -> Optional[float]:
     try:
         return run(cfg)
     except RunnerError as exc:

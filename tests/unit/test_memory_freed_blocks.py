@@ -1,4 +1,4 @@
-"""runner/memory.py in a fresh interpreter each time: what it changes is process-wide."""
+"""runner/allocator.py in a fresh interpreter each time: what it changes is process-wide."""
 
 import subprocess
 import sys
@@ -6,10 +6,12 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.unit
+
 PROBE = textwrap.dedent(
     """
     import os, sys
-    from runner.memory import map_large_blocks, reuse_large_blocks
+    from runner.allocator import map_large_blocks, reuse_large_blocks
 
     if sys.argv[1] in ("mapped", "reused"):
         map_large_blocks()

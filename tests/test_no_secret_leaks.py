@@ -1,10 +1,20 @@
-"""Canary secrets planted in the environment never show up in anything runner writes."""
+"""Canary secrets planted in the environment, in connections.toml, in URLs and in typed settings
+never show up in anything runner writes or prints, for every backend a run, a sweep or a
+failure touches."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 from tests.conftest import run_runner
+from tests.support.servers import FakesnowProcess, PostgresCluster
+
+pytestmark = pytest.mark.integration
 
 CANARIES = {
     "SNOWFLAKE_PASSWORD": "canary-sf-pw-7f3a91",
@@ -43,15 +53,7 @@ def test_scan_finds_a_planted_canary(tmp_path):
     assert scan(tmp_path, []) == [f"{tmp_path / 'leak.txt'}: MLFLOW_TRACKING_TOKEN"]
 
 
-# ------------------------------------------------------------------ issue 6: every backend's secret
-
-import os  # noqa: E402
-import uuid  # noqa: E402
-from types import SimpleNamespace  # noqa: E402
-
-import pytest  # noqa: E402
-
-from tests.support.servers import FakesnowProcess, PostgresCluster  # noqa: E402
+# ------------------------------------------- every backend's secret: warehouse, AWS, MLflow, database
 
 WIDE = {
     "snowflake": "canary-sf-toml-pw-" + uuid.uuid4().hex[:8],  # connections.toml password
@@ -121,7 +123,7 @@ def dump_postgres(cluster) -> str:
 def test_no_canary_from_any_backend_after_run_sweep_and_failure(tmp_path, mlflow_server, postgres):
     import snowflake.connector
 
-    from runner.data.demo import seed_sql
+    from runner.embedded.demo import seed_sql
 
     fs = FakesnowProcess(tmp_path / "fs").start()
     try:

@@ -6,12 +6,13 @@ import atexit
 import os
 import sys
 import threading
+from typing import Union
 
 
 def main() -> None:
     """Entry point of the `runner` console script and of `python -m runner`."""
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
-        from .cli_help import text
+        from .help import text
 
         print(text(), end="")
         _exit(0)
@@ -19,11 +20,11 @@ def main() -> None:
     # same, so feature code of the user's project (data.features._target_=my_pkg.fn) imports.
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    from .memory import map_large_blocks
+    from ..allocator import map_large_blocks
 
     map_large_blocks()
+    from ..interrupts import INTERRUPTS
     from .app import main as app_main
-    from .interrupts import INTERRUPTS
 
     INTERRUPTS.install()
     try:
@@ -39,7 +40,7 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
     """One line saying what was kept and how to go on; the exit code 128 + the signal."""
     import shlex
 
-    from .interrupts import INTERRUPTS, as_interrupted
+    from ..interrupts import INTERRUPTS, as_interrupted
 
     stop = as_interrupted(exc)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -56,7 +57,7 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
     return stop.exit_code
 
 
-def _exit(code) -> None:
+def _exit(code: Union[str, int, None]) -> None:
     """Exit as the interpreter would, minus tearing down every module and object: that
     took ~1.2 s after a sweep (mlflow, optuna, snowpark, lightgbm loaded). Exit handlers
     run first, so files, logs and runs are closed. With other non-daemon threads alive

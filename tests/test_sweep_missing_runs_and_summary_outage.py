@@ -1,7 +1,6 @@
-"""Gaps closed on resume and at the sweep's end (issue 14, part 3), end to end:
-a finished trial with no MLflow run gets one; the sweep's end-of-sweep MLflow calls ride
-out a tracking outage through the Tracker (the parent-run kill point is in
-tests/test_reliability.py)."""
+"""A resumed sweep gives a finished trial without an MLflow run its run, and the sweep's
+end-of-sweep MLflow calls ride out a tracking outage through the Tracker, end to end (the
+parent-run kill point is in tests/test_kills_and_outages.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +16,8 @@ from mlflow import MlflowClient
 
 from tests.conftest import run_runner
 from tests.support.servers import MlflowServer
+
+pytestmark = pytest.mark.integration
 
 SMALL = [
     "sweep=lightgbm",

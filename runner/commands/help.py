@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CONF = Path(__file__).resolve().parent / "conf"  # runner/conf: see runner.app.conf_dir
+CONF = Path(__file__).resolve().parent.parent / "conf"  # runner/conf: see app.conf_dir
 
 USAGE = """\
 runner: warehouse features -> LightGBM -> MLflow, from declarative Hydra config.

@@ -1,4 +1,4 @@
-"""Ctrl-C (SIGINT) and SIGTERM sent to real `python -m runner` processes (issue 14).
+"""Ctrl-C (SIGINT) and SIGTERM sent to real `python -m runner` processes stop them cleanly.
 
 Each process starts in a session of its own with SIGINT at its default, as from a terminal
 (tests/conftest.py puts it back when pytest was started with it ignored); the test
@@ -20,6 +20,8 @@ from pathlib import Path
 
 import optuna
 import pytest
+
+pytestmark = pytest.mark.integration
 
 SWEEP = [
     "--multirun",

@@ -13,6 +13,8 @@ from runner import job as pipeline
 from runner.errors import ConfigError
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.integration
+
 
 def _cfg(tmp_path, *extra):
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):

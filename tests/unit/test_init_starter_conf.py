@@ -6,6 +6,8 @@ import pytest
 
 from runner.init import main, write_starter
 
+pytestmark = pytest.mark.unit
+
 
 def test_writes_every_starter_file_and_refuses_to_overwrite(tmp_path, capsys):
     written = write_starter(tmp_path)

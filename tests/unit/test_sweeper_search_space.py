@@ -10,6 +10,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from hydra_plugins.runner_optuna_sweeper._search_space import check_keys, encode, grid_space, parse_space
 from runner.errors import ConfigError, RunnerError
 
+pytestmark = pytest.mark.unit
+
 KEY = "model.params.num_leaves"
 WHERE = f"hydra.sweeper.params.{KEY}"
 

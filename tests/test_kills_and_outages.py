@@ -1,4 +1,4 @@
-"""Issue 6, reliability: a sweep killed with SIGKILL at five points resumes to exactly
+"""A sweep killed with SIGKILL at any of six points resumes to exactly
 n_trials with one parent and no duplicate or RUNNING run; a tracking-server outage is
 ridden out (or stops the sweep at tracker.outage_deadline, resumable); an unreachable
 warehouse fails cleanly, or serves the last cached pull. Real processes, servers, signals.
@@ -27,6 +27,8 @@ from mlflow import MlflowClient
 from tests.conftest import run_runner
 from tests.support.servers import FakesnowProcess, MlflowServer
 
+pytestmark = pytest.mark.integration
+
 TINY = ["data.demo.events=20000", "data.demo.customers=2000", "model.num_boost_round=20"]
 N_TRIALS = 12
 S = optuna.trial.TrialState
@@ -35,9 +37,9 @@ S = optuna.trial.TrialState
 _ALL = pytest.mark.kill_all
 KILL_POINTS = [
     pytest.param("feature_pull", 1, id="feature_pull"),
-    pytest.param("trial", 3, id="trial"),
-    # The parent run exists, the study does not record it yet: the rerun must find it (issue 14).
-    pytest.param("parent", 1, id="parent"),
+    pytest.param("trial_ending", 3, id="trial"),
+    # The parent run exists, the study does not record it yet: the rerun must find it.
+    pytest.param("parent_started", 1, id="parent"),
     pytest.param("between_trials", 2, marks=_ALL, id="between_trials"),
     pytest.param("summary", 1, marks=_ALL, id="summary"),
     pytest.param("register", 1, id="register"),
@@ -321,7 +323,7 @@ def test_warehouse_unreachable_after_the_cache_is_filled(tmp_path):
 
     import snowflake.connector
 
-    from runner.data.demo import seed_sql
+    from runner.embedded.demo import seed_sql
 
     server = FakesnowProcess(tmp_path / "fs").start()
     try:

@@ -1,4 +1,5 @@
-"""hydra-optuna-sweeper configs and the edge cases that broke them (issue 13), end to end:
+"""Sweep configs written for hydra-optuna-sweeper, and the edge cases that broke them
+(exact float ranges, edited choices on resume, added keys, custom search-space hooks), end to end:
 real `python -m runner --multirun` processes, the local tracker (SQLite store in the working
 folder) and the default SQLite study storage."""
 
@@ -9,9 +10,12 @@ import textwrap
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 
 from tests.conftest import run_runner
+
+pytestmark = pytest.mark.integration
 
 SMALL = [
     "data=synthetic",

@@ -8,6 +8,10 @@ The feature definition uses Snowpark DataFrame operations only.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 # hash(x, seed) % n is taken before abs() and cast to int: fakesnow's hash is
 # unsigned and overflows on negation otherwise.
@@ -44,14 +48,14 @@ join {db}.{schema}.CUSTOMERS c on c.CUSTOMER_ID = e.CUSTOMER_ID""",
 ]
 
 
-def seed_sql(database: str, schema: str, demo) -> list[str]:
+def seed_sql(database: str, schema: str, demo: DictConfig) -> list[str]:
     params = dict(
         db=database, schema=schema, seed=int(demo.seed), customers=int(demo.customers), events=int(demo.events)
     )
     return [stmt.format(**params) for stmt in _SEED_SQL]
 
 
-def run_seed(session, database: str, schema: str, statements: list[str]) -> str:
+def run_seed(session: Any, database: str, schema: str, statements: list[str]) -> str:
     """Run a seed script; return its digest, the data's version."""
     for stmt in statements:
         session.sql(stmt).collect()
@@ -59,12 +63,12 @@ def run_seed(session, database: str, schema: str, statements: list[str]) -> str:
     return "seed:" + hashlib.sha256("\n;\n".join(statements).encode()).hexdigest()[:16]
 
 
-def seed_demo(session, database: str, schema: str, demo) -> str:
+def seed_demo(session: Any, database: str, schema: str, demo: DictConfig) -> str:
     """Create the demo tables; return a digest of the script, the data's version."""
     return run_seed(session, database, schema, seed_sql(database, schema, demo))
 
 
-def churn_features(session, cfg, reference_date: str = "2024-01-01"):
+def churn_features(session: Any, cfg: DictConfig, reference_date: str = "2024-01-01") -> Any:
     """One row per customer: spend, activity, recency and gaps between events."""
     from snowflake.snowpark import Window
     from snowflake.snowpark import functions as F
@@ -107,49 +111,3 @@ def churn_features(session, cfg, reference_date: str = "2024-01-01"):
         "DAYS_SINCE_LAST_EVENT",
         "CHURNED",
     )
-
-
-# --------------------------------------------------------------------- synthetic
-# The benchmark's workload (issue 5): `rows` x `n_features` float features in [0, 1) and a
-# binary label Y from a linear combination of the first ten features, one interaction and
-# uniform noise, thresholded at zero (about half positives). Plain Snowflake SQL only
-# (generator, seq8, hash), so the same script runs on a real account; fixed for a seed.
-_SYNTH_WEIGHTS = (3.0, -2.5, 2.0, -1.5, 1.2, -1.0, 0.8, -0.6, 0.5, -0.4)
-_SYNTH_SCALE = 1_000_003  # a prime: hash % n is close to uniform
-
-
-def _synth_feature(j: int) -> str:
-    # % n before abs() and the ::int cast before any arithmetic: fakesnow's hash is unsigned.
-    return f"(abs(hash(ID, {{seed}}, {j}) % {_SYNTH_SCALE})::int / {float(_SYNTH_SCALE)})::float as F{j}"
-
-
-def synthetic_sql(database: str, schema: str, demo) -> list[str]:
-    n = int(demo.n_features)
-    rows = int(demo.rows)
-    if n < 2 or rows < 10:
-        from ..errors import ConfigError
-
-        raise ConfigError(
-            f"data.demo.n_features must be >= 2 and data.demo.rows >= 10 for the synthetic "
-            f"data set, got n_features={n}, rows={rows}"
-        )
-    weights = _SYNTH_WEIGHTS[:n]
-    columns = ",\n       ".join(_synth_feature(j) for j in range(1, n + 1))
-    signal = " + ".join(f"({w}) * (F{j} - 0.5)" for j, w in enumerate(weights, 1))
-    signal += " + 2.0 * (F1 - 0.5) * (F2 - 0.5)"
-    noise = f"(abs(hash(ID, {{seed}}, 0) % {_SYNTH_SCALE})::int / {float(_SYNTH_SCALE)} - 0.5) * 3.0"
-    script = [
-        "create database if not exists {db}",
-        "create schema if not exists {db}.{schema}",
-        f"""create or replace table {{db}}.{{schema}}.SYNTH as
-select s.*, iff({signal} + {noise} > 0, 1, 0) as Y
-from (select ID,
-       {columns}
-      from (select seq8() + 1 as ID from table(generator(rowcount => {rows})))) s""",
-    ]
-    return [stmt.format(db=database, schema=schema, seed=int(demo.seed)) for stmt in script]
-
-
-def seed_synthetic(session, database: str, schema: str, demo) -> str:
-    """Create table SYNTH (ID, F1..Fn, Y); return a digest of the script, the data's version."""
-    return run_seed(session, database, schema, synthetic_sql(database, schema, demo))

@@ -11,7 +11,7 @@ GET /runner-chunks/<query id>/<n> as Arrow IPC streams (what the connector reads
 chunk's body). Chunks are zero-copy slices of the result fakesnow keeps for RESULT_SCAN;
 both are forgotten once the result falls out of the last few queries.
 
-    python -m runner.data.emulator_server --port PORT [--chunk-bytes N]
+    python -m runner.embedded.server --port PORT [--chunk-bytes N]
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ import argparse
 import contextvars
 import json
 import threading
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 KEEP_RESULTS = 8  # results (and their chunks) kept per server: RESULT_SCAN reads the last one
 DEFAULT_CHUNK_BYTES = 256 << 10
@@ -82,7 +85,7 @@ def _ipc(table: pa.Table) -> pa.Buffer:
     return sink.getvalue()
 
 
-def build_app(chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+def build_app(chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Starlette:
     import fakesnow.server as fs
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -134,7 +137,7 @@ def build_app(chunk_bytes: int = DEFAULT_CHUNK_BYTES):
 def main(argv: Optional[List[str]] = None) -> None:
     import uvicorn
 
-    parser = argparse.ArgumentParser(prog="python -m runner.data.emulator_server", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m runner.embedded.server", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--chunk-bytes", type=int, default=DEFAULT_CHUNK_BYTES, help="target size of a result chunk")

@@ -9,9 +9,11 @@ import pytest
 from mlflow import MlflowClient
 
 import runner
-from runner.data.demo import seed_sql
+from runner.embedded.demo import seed_sql
 from runner.job import MEMO
 from tests.support.servers import FakesnowProcess
+
+pytestmark = pytest.mark.integration
 
 NOPS = [r"^ALTER SESSION SET QUERY_TAG.*", r"^ALTER SESSION UNSET QUERY_TAG.*", r"^select system\$cancel_all_queries.*"]
 

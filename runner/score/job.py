@@ -51,8 +51,13 @@ def score_config(cfg: DictConfig, model_uri: str, overrides: Sequence[str] = ())
         model = load_model(model_uri, tracker, folder)
         run_name = cfg.score.run_name or f"score-{model.label}"
         with tracker.run(run_name, scoring_tags(cfg, model, overrides), kind="score") as run:
+            written_to: List[str] = []  # the table, once its transaction committed
+            run.kept = lambda: (
+                f"scoring run {run.id} ended KILLED ("
+                + (f"its predictions were written to {written_to[0]})" if written_to else "no predictions written)")
+            )
             barrier("score")  # test hook: the run exists, nothing computed yet
-            result = _score(cfg, tracker, run, model, label)
+            result = _score(cfg, tracker, run, model, label, written_to)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -77,15 +82,12 @@ def check_settings(cfg: DictConfig) -> Optional[str]:
     return label
 
 
-def _score(cfg: DictConfig, tracker: Tracker, run: Run, model: ScoringModel, label: Optional[str]) -> ScoreResult:
+def _score(
+    cfg: DictConfig, tracker: Tracker, run: Run, model: ScoringModel, label: Optional[str], written_to: List[str]
+) -> ScoreResult:
     from ..data import open_warehouse
 
     run_id = run.id
-    written_to: List[str] = []  # the table, once the transaction committed
-    run.kept = lambda: (
-        f"scoring run {run_id} ended KILLED ("
-        + (f"its predictions were written to {written_to[0]})" if written_to else "no predictions written)")
-    )
     data_cfg = cfg.data
     with open_warehouse(data_cfg) as wh, tempfile.TemporaryDirectory(prefix="runner-score-") as folder:
         if data_cfg.query_tag:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Tuple, cast
 
-from ..errors import ConfigError, DataError, WarehouseError
+from ..errors import ConfigError, DataError, WarehouseError, first_line
 from .sql import snapshot_timestamp
 
 if TYPE_CHECKING:
@@ -96,8 +96,16 @@ def build_frame(session: Any, data_cfg: DictConfig) -> Tuple[Any, str]:
         except SnowparkClientException:
             raise
         except Exception as exc:
-            if "Error locating target" in str(exc) or "Error in call to target" in str(exc):
-                raise ConfigError(f"data.features._target_={spec['_target_']!r}: {str(exc).splitlines()[0]}") from None
+            setting = f"data.features._target_={spec['_target_']!r}"
+            cause = exc.__cause__
+            if "Error in call to target" in str(exc) and cause is not None:
+                if isinstance(cause, SnowparkClientException):
+                    raise cause from None  # the warehouse refused what the function built: below
+                # The function itself raised: its own type and message, the traceback kept as the
+                # cause (HYDRA_FULL_ERROR=1 shows it).
+                raise ConfigError(f"{setting} raised {type(cause).__name__}: {first_line(cause)}") from cause
+            if "Error locating target" in str(exc):
+                raise ConfigError(f"{setting}: {first_line(exc)}") from None
             raise
         if not hasattr(frame, "queries"):
             raise ConfigError(

@@ -60,14 +60,17 @@ def fakesnow_server(
     port = port or free_port()
     _remove_orphan_scratch()
     scratch = tempfile.mkdtemp(prefix=f"runner-fakesnow-{os.getpid()}-")
+    log_path = _log_path()
+    log = open(log_path, "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "runner.embedded.server", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
         preexec_fn=_die_with_parent,
         env={**os.environ, "TMPDIR": scratch},
     )
+    keep_log = False
     try:
         if while_starting is not None:
             while_starting()
@@ -88,6 +91,13 @@ def fakesnow_server(
                     )
                 time.sleep(0.05)
         yield port
+    except WarehouseError as exc:
+        # The emulator itself failed (it exited, or logged a traceback: an HTTP 500): the error
+        # names its log, which is kept.
+        keep_log = proc.poll() is not None or b"Traceback" in Path(log_path).read_bytes()
+        if keep_log:
+            raise WarehouseError(f"{exc} (the embedded warehouse's log: {log_path})") from exc
+        raise
     finally:
         proc.terminate()
         try:
@@ -95,7 +105,21 @@ def fakesnow_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
+        if not keep_log:
+            Path(log_path).unlink(missing_ok=True)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _log_path() -> str:
+    """The emulator's log, .runner/logs/embedded-warehouse-<pid>.log under the current folder
+    (the temp folder when that cannot be written); kept only when the emulator failed."""
+    folder = Path(".runner", "logs")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        folder = Path(tempfile.gettempdir())
+    return str((folder / f"embedded-warehouse-{os.getpid()}.log").resolve())
 
 
 def _remove_orphan_scratch() -> None:

@@ -39,6 +39,23 @@ class Prepared:
         return {name: len(part[1]) for name, part in self.parts.items()}
 
 
+def _check_unique(keys: Any, column: str, setting: str) -> None:
+    """Sorted entity keys must not repeat: a repeated key puts rows of one entity together
+    in one split by its hash and gives scoring two predictions for one entity."""
+    if len(keys) < 2:
+        return
+    repeated = keys[1:] == keys[:-1]
+    if not repeated.any():
+        return
+    distinct = len(keys) - int(np.count_nonzero(repeated))
+    example = keys[1:][repeated][0]
+    raise DataError(
+        f"data.entity_key={setting!r} is not unique in the feature result ({len(keys)} rows, {distinct} "
+        f"entities; e.g. {example!r} in {int(np.count_nonzero(keys == example))} rows): the definition must "
+        f"give one row per entity (column {column!r}), as the split hashes the key"
+    )
+
+
 def prepare(table: Any, data_cfg: DictConfig, objective: str) -> Prepared:
     """Split the feature table by entity hash and encode label and categories."""
     if objective not in OBJECTIVES:
@@ -49,6 +66,11 @@ def prepare(table: Any, data_cfg: DictConfig, objective: str) -> Prepared:
     names = table.column_names
     key_col = find_column(names, data_cfg.entity_key, "data.entity_key")
     label_col = find_column(names, data_cfg.label, "data.label")
+    if key_col == label_col:
+        raise ConfigError(
+            f"data.entity_key and data.label are the same column {key_col!r}: the entity key identifies a row "
+            "(the split hashes it), the label is what the model learns; set data.entity_key to an id column"
+        )
     drop = {find_column(names, d, f"data.drop[{i}]") for i, d in enumerate(data_cfg.drop)}
     features = [c for c in names if c not in {key_col, label_col} | drop]
     if not features:
@@ -63,6 +85,7 @@ def prepare(table: Any, data_cfg: DictConfig, objective: str) -> Prepared:
     order = pc.sort_indices(key_values).to_numpy()
     keys = key_values.take(order).to_pandas().to_numpy()
     del key_values
+    _check_unique(keys, key_col, data_cfg.entity_key)
     y, classes = encode_label(table[label_col].take(order).to_pandas(), objective, data_cfg.label)
     which = split_labels(keys, data_cfg.split.valid, data_cfg.split.test, data_cfg.split.salt)
     rows, masks = {}, {}

@@ -44,7 +44,15 @@ def lgb_params(model_cfg: DictConfig, prepared: Prepared) -> Dict[str, Any]:
     params.update(extra)
     params["objective"] = prepared.objective
     if prepared.objective == "multiclass":
-        params["num_class"] = len(prepared.classes or [])
+        found = len(prepared.classes or [])
+        given = params.get("num_class")
+        if given not in (None, 1, found):  # 1: the schema's default, not set by the user
+            shown = ", ".join(map(str, (prepared.classes or [])[:10]))
+            raise ConfigError(
+                f"model.params.num_class={given}, but the label has {found} classes ({shown}): leave "
+                "model.params.num_class unset (runner counts the classes) or check data.label"
+            )
+        params["num_class"] = found
     else:
         params.pop("num_class", None)
     params["metric"] = model_cfg.metric or OBJECTIVES[prepared.objective]

@@ -129,3 +129,50 @@ def test_a_number_key_splits_as_before_held_as_int64():
     huge = as_number.set_column(0, "ID", pa.array([Decimal(10**30 + int(i)) for i in ids], pa.decimal128(38, 0)))
     keys = prepare(huge, _cfg(), "binary").parts["train"][2]
     assert isinstance(keys[0], Decimal) and int(keys[0]) > 10**30
+
+
+# ------------------------------------------------------------------ silent cases made errors
+# On real data shipped with scikit-learn (no download): breast_cancer (569 rows), wine (178 rows,
+# three classes).
+
+
+def _sklearn_table(name: str, with_id: bool = True) -> pa.Table:
+    import sklearn.datasets
+
+    bunch = getattr(sklearn.datasets, f"load_{name}")(as_frame=True)
+    frame = bunch.frame.rename(columns=lambda c: c.upper().replace(" ", "_"))
+    if with_id:
+        frame.insert(0, "ID", np.arange(1, len(frame) + 1))
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def test_a_repeated_entity_key_is_refused_with_its_counts():
+    table = _sklearn_table("breast_cancer")
+    distinct = len(set(table["MEAN_RADIUS"].to_pylist()))
+    assert distinct < table.num_rows  # a real column with repeated values
+    with pytest.raises(DataError) as err:
+        prepare(table, _cfg(entity_key="MEAN_RADIUS", label="TARGET"), "binary")
+    message = str(err.value)
+    assert message.startswith("data.entity_key='MEAN_RADIUS' is not unique in the feature result")
+    assert f"({table.num_rows} rows, {distinct} entities; e.g. " in message
+    prepare(table, _cfg(label="TARGET"), "binary")  # the row id is unique: accepted
+
+
+def test_the_entity_key_cannot_be_the_label():
+    with pytest.raises(ConfigError, match="data.entity_key and data.label are the same column 'TARGET'"):
+        prepare(_sklearn_table("wine"), _cfg(entity_key="TARGET", label="target"), "multiclass")
+
+
+def test_num_class_set_to_another_count_than_the_label_has_is_refused():
+    from runner.config import ModelConfig
+    from runner.model import lgb_params
+
+    prepared = prepare(_sklearn_table("wine"), _cfg(label="TARGET"), "multiclass")
+    model = OmegaConf.structured(ModelConfig)
+    model.params.objective = "multiclass"
+    assert lgb_params(model, prepared)["num_class"] == 3  # unset (the schema's 1): counted
+    model.params.num_class = 3
+    assert lgb_params(model, prepared)["num_class"] == 3
+    model.params.num_class = 5
+    with pytest.raises(ConfigError, match=r"model.params.num_class=5, but the label has 3 classes \(0, 1, 2\)"):
+        lgb_params(model, prepared)

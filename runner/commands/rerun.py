@@ -6,7 +6,8 @@ A single run (or a grid job) keeps its config as config/resolved.yaml. A trial o
 runner_optuna sweep keeps it in two halves: its parent run's base config (the artifact its
 tag runner.base_config names, uploaded once per sweep) and its sampled values (its tag
 optuna.params). The config is composed as the primary config on top of runner's schema and
-run as a new single run tagged user.rerun_of. Extra Hydra overrides apply on top.
+run as a new single run tagged user.rerun_of, in the store the run was read from (a local
+store's folder, a server's URL, a SageMaker ARN). Extra Hydra overrides apply on top.
 """
 
 from __future__ import annotations
@@ -47,6 +48,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     from ..console import say
     from ..secrets import redact_url
 
+    missing = _missing_store(uri)
+    if missing:  # no MlflowClient on it: that would create an empty store there
+        source = (
+            "--tracking-uri"
+            if args.tracking_uri
+            else "MLFLOW_TRACKING_URI"
+            if os.environ.get("MLFLOW_TRACKING_URI")
+            else "the default, tracker=local in this folder"
+        )
+        say(
+            f"runner: error: run {args.run_id}: no MLflow store at {missing} (looked there: {source}); "
+            "give the store the run is in with --tracking-uri"
+        )
+        return 2
     client = MlflowClient(tracking_uri=uri)
     with tempfile.TemporaryDirectory(prefix="runner-rerun-") as tmp:
         try:
@@ -64,9 +79,41 @@ def main(argv: Optional[List[str]] = None) -> int:
             "--config-name",
             "rerun",
             f"++tags.rerun_of={args.run_id}",
+            *same_store(uri),
             *args.overrides,
         ]
         return subprocess.call(cmd)
+
+
+def _missing_store(uri: str) -> Optional[str]:
+    """The file of a SQLite store URI that does not exist (None: it exists, or not SQLite)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri[len("sqlite:///") :].split("?", 1)[0])
+    return None if path.is_file() else str(path)
+
+
+def same_store(uri: str) -> List[str]:
+    """Tracker overrides that send the new run to the store the run was read from: a local
+    store's folder (<dir>/mlflow.db), a server's URL or a SageMaker ARN. None for another
+    SQLite file name (tracker=local names its file mlflow.db): the recorded tracker stays."""
+    from ..tracking.uri import ARN
+
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///") :])
+        if path.name != "mlflow.db" or "?" in uri:
+            return []
+        return ["tracker.kind=local", "tracker.uri=null", f"tracker.dir={_quoted(str(path.parent))}"]
+    if uri.startswith(("http://", "https://")):
+        return ["tracker.kind=server", f"tracker.uri={_quoted(uri)}"]
+    if ARN.match(uri):
+        return ["tracker.kind=sagemaker", f"tracker.uri={_quoted(uri)}"]
+    return []
+
+
+def _quoted(value: str) -> str:
+    """A value for a Hydra override, quoted when the grammar needs it (':' '/' '=' ...)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class RerunError(RunnerError):

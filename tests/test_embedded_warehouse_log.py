@@ -1,6 +1,6 @@
-"""The embedded warehouse's own output goes to .runner/logs/embedded-warehouse-<pid>.log: removed
-when nothing failed, kept and named in the error when the emulator failed (here: its process
-killed under a running query)."""
+"""The embedded warehouse's own output: dropped when nothing failed, kept as
+.runner/logs/embedded-warehouse-<pid>.log and named in the error when the emulator failed (here:
+its process killed under a running query)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_the_log_is_removed_when_nothing_failed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with fakesnow_server():
         pass
-    assert list((tmp_path / ".runner" / "logs").iterdir()) == []
+    assert not (tmp_path / ".runner").exists()  # nothing written in the user's folder
 
 
 def test_a_failed_emulator_keeps_its_log_and_the_error_names_it(tmp_path, monkeypatch):

@@ -60,7 +60,7 @@ def fakesnow_server(
     port = port or free_port()
     _remove_orphan_scratch()
     scratch = tempfile.mkdtemp(prefix=f"runner-fakesnow-{os.getpid()}-")
-    log_path = _log_path()
+    log_path = Path(scratch, "emulator.log")  # kept (moved under .runner/logs) only if it failed
     log = open(log_path, "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "runner.embedded.server", "--host", "127.0.0.1", "--port", str(port)],
@@ -70,7 +70,6 @@ def fakesnow_server(
         preexec_fn=_die_with_parent,
         env={**os.environ, "TMPDIR": scratch},
     )
-    keep_log = False
     try:
         if while_starting is not None:
             while_starting()
@@ -94,9 +93,10 @@ def fakesnow_server(
     except WarehouseError as exc:
         # The emulator itself failed (it exited, or logged a traceback: an HTTP 500): the error
         # names its log, which is kept.
-        keep_log = proc.poll() is not None or b"Traceback" in Path(log_path).read_bytes()
-        if keep_log:
-            raise WarehouseError(f"{exc} (the embedded warehouse's log: {log_path})") from exc
+        if proc.poll() is not None or b"Traceback" in log_path.read_bytes():
+            log.flush()
+            kept = _keep_log(log_path)
+            raise WarehouseError(f"{exc} (the embedded warehouse's log: {kept})") from exc
         raise
     finally:
         proc.terminate()
@@ -106,20 +106,20 @@ def fakesnow_server(
             proc.kill()
             proc.wait()
         log.close()
-        if not keep_log:
-            Path(log_path).unlink(missing_ok=True)
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _log_path() -> str:
-    """The emulator's log, .runner/logs/embedded-warehouse-<pid>.log under the current folder
-    (the temp folder when that cannot be written); kept only when the emulator failed."""
+def _keep_log(log: Path) -> str:
+    """The emulator's log copied to .runner/logs/embedded-warehouse-<pid>.log under the current
+    folder (the temp folder when that cannot be written); its path."""
     folder = Path(".runner", "logs")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
         folder = Path(tempfile.gettempdir())
-    return str((folder / f"embedded-warehouse-{os.getpid()}.log").resolve())
+    kept = (folder / f"embedded-warehouse-{os.getpid()}.log").resolve()
+    shutil.copyfile(log, kept)
+    return str(kept)
 
 
 def _remove_orphan_scratch() -> None:

@@ -3,6 +3,7 @@
     import runner
     result = runner.run(["model.params.num_leaves=63"])           # one run -> runner.job.JobResult
     summary = runner.sweep(["sweep=lightgbm", "hydra.sweeper.n_trials=10"])   # -> SweepSummary
+    result = runner.run(["data.label=target"], frame=df)        # a pandas DataFrame as the data
 
 Both compose the config with Hydra's compose API from runner's packaged conf/ (plus
 `config_dir`, a folder of your own configs, as --config-dir; `config_name`, a primary config
@@ -10,8 +11,11 @@ of yours there that extends runner's, as --config-name), never
 read sys.argv and never exit: errors raise runner.RunnerError subclasses with the same
 one-line messages the command line prints. `session=` is a Snowpark Session of your own
 (Snowflake Notebooks: get_active_session()): used for the data config's warehouse instead of
-opening one (data.backend must be snowflake), and left open. Each call starts from a clean
-Hydra state, so calls can follow each other in one process.
+opening one (data.backend must be snowflake), and left open. `frame=` is a pandas DataFrame
+used as the data (data=file unless another data= override is given): written once to
+`.runner/frames/<sha256>.parquet` and loaded as table DATA of the embedded warehouse, so
+the run's data.path names a file that re-creates it. Each call starts from a clean Hydra
+state, so calls can follow each other in one process.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ def run(
     config_dir: Optional[str] = None,
     session: Any = None,
     config_name: str = "config",
+    frame: Any = None,
 ) -> JobResult:
     """Run one job; return its runner.job.JobResult (run_id, metrics, model_uri, ...)."""
     from hydra import compose
@@ -54,7 +59,7 @@ def run(
     from .job import JobHooks, run_job
     from .tracking import Tracker
 
-    given = list(overrides or [])
+    given = _with_frame(list(overrides or []), frame)
     with _hydra(config_dir), _calls(session):
         try:
             cfg = compose(config_name=config_name, overrides=given)
@@ -72,6 +77,7 @@ def sweep(
     config_dir: Optional[str] = None,
     session: Any = None,
     config_name: str = "config",
+    frame: Any = None,
 ) -> SweepSummary:
     """Run a sweep (runner's Optuna sweeper with sweep=..., or a grid of comma lists) and
     return its SweepSummary."""
@@ -79,7 +85,7 @@ def sweep(
 
     from .commands.app import task
 
-    given = list(overrides or [])
+    given = _with_frame(list(overrides or []), frame)
     with _hydra(config_dir), _calls(session):
         hydra = GlobalHydra.instance().hydra
         assert hydra is not None
@@ -92,6 +98,43 @@ def sweep(
                 raise ConfigError(f"overrides {given}: {first_line(exc)}") from None
             raise
     return _summary(raw)
+
+
+FRAMES_DIR = Path(".runner", "frames")
+
+
+def _with_frame(overrides: List[str], frame: Any) -> List[str]:
+    """The overrides that load `frame` (a pandas DataFrame): written as Parquet to
+    .runner/frames/<sha256 of the file>.parquet (kept: the run's data.path re-creates it)."""
+    if frame is None:
+        return overrides
+    import hashlib
+    import os
+    import tempfile
+
+    if not hasattr(frame, "to_parquet"):
+        raise ConfigError(f"frame= must be a pandas DataFrame, got {type(frame).__name__}")
+    try:
+        FRAMES_DIR.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=FRAMES_DIR, suffix=".tmp")
+        os.close(fd)
+        try:
+            frame.to_parquet(tmp, index=False)
+            h = hashlib.sha256()
+            with open(tmp, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    h.update(block)
+            path = (FRAMES_DIR / f"{h.hexdigest()[:32]}.parquet").resolve()
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as exc:
+        raise ConfigError(f"frame=: cannot write it under {FRAMES_DIR.resolve()}: {exc.strerror}") from None
+    except (ValueError, TypeError) as exc:  # pyarrow cannot convert a column (mixed types...)
+        raise ConfigError(f"frame=: cannot be written as Parquet: {first_line(exc)}") from None
+    chosen = [] if any(o.lstrip("+~").startswith("data=") for o in overrides) else ["data=file"]
+    return chosen + overrides + [f"data.path={path}"]
 
 
 def _summary(raw: Any) -> SweepSummary:

@@ -23,9 +23,10 @@ class SplitConfig:
 
 @dataclass
 class DemoConfig:
-    # Which seed fills the embedded warehouse: churn (CUSTOMERS, EVENTS) or synthetic
-    # (table SYNTH: `rows` x `n_features` floats and a 0/1 label Y, the benchmark's workload).
-    dataset: str = "churn"
+    # Which seed fills the embedded warehouse: churn (CUSTOMERS, EVENTS), synthetic
+    # (table SYNTH: `rows` x `n_features` floats and a 0/1 label Y, the benchmark's workload)
+    # or none (an empty schema); null: churn, or none when data.files gives the tables.
+    dataset: Optional[str] = None
     customers: int = 50_000
     events: int = 1_000_000
     rows: int = 200_000
@@ -49,8 +50,20 @@ class DataConfig:
     table: Optional[str] = None
     query: Optional[str] = None
     features: Optional[Dict[str, Any]] = None
-    entity_key: str = MISSING
+    # A column unique per row (the split hashes it). null: only with data.table naming a table
+    # of data.files, which then gets a key RUNNER_ROW from the row's position (docs/data.md).
+    entity_key: Optional[str] = MISSING
     label: str = MISSING
+    # Embedded warehouse only: local files loaded as tables before the definition runs,
+    # {TABLE: path or glob}, CSV or Parquet (docs/data.md). data=file fills it from data.path.
+    files: Dict[str, str] = field(default_factory=dict)
+    path: Optional[str] = None
+    # A column's type where CSV inference is not what you want: {COLUMN: text|number|float|
+    # date|timestamp|boolean} (e.g. ZIP: text keeps leading zeros).
+    column_types: Dict[str, str] = field(default_factory=dict)
+    # Files a feature function or query reads itself (paths or globs): their content is part
+    # of the data version, so an edited file is never served from the cache.
+    inputs: List[str] = field(default_factory=list)
     drop: List[str] = field(default_factory=list)
     # Data version in the cache key: a fixed snapshot, else the tables' last-altered times.
     # A snapshot (ISO timestamp, UTC if no offset) also reads every source table as of

@@ -86,7 +86,7 @@ def test_the_wheel_carries_conf_and_runs_from_any_folder(venv, tmp_path):
     assert "cache hit, 0 feature queries" in second.stdout
     assert [status for _, status in _runs(tmp_path)] == ["FINISHED", "FINISHED"]
     helped = _run([venv / "bin" / "runner", "--help"], tmp_path)
-    assert helped.returncode == 0 and "data: demo, snowflake, synthetic" in helped.stdout
+    assert helped.returncode == 0 and "data: demo, file, snowflake, synthetic" in helped.stdout
 
 
 def test_init_writes_a_starter_conf_that_runs_and_refuses_to_overwrite(venv, tmp_path):
@@ -96,6 +96,7 @@ def test_init_writes_a_starter_conf_that_runs_and_refuses_to_overwrite(venv, tmp
     written = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "conf").rglob("*") if p.is_file())
     assert written == [
         "conf/README.md",
+        "conf/data/my_files.yaml",
         "conf/data/my_query.yaml",
         "conf/data/my_table.yaml",
         "conf/project.yaml",
@@ -117,6 +118,21 @@ def test_init_writes_a_starter_conf_that_runs_and_refuses_to_overwrite(venv, tmp
     project = _run([venv / "bin" / "runner", "--config-dir", "conf", "--config-name", "project", *SMALL_DEMO], tmp_path)
     assert project.returncode == 0, project.stderr[-3000:]
     assert "experiment 'my-project'" in project.stdout and "cache hit" in project.stdout  # the same features
+    # The files starter: its two tables, once the user has put files where it says.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "orders.csv").write_text(
+        "ORDER_ID,CUSTOMER_ID,AMOUNT,RETURNED\n"
+        + "".join(f"{i},{i % 7},{(i * 37) % 101}.5,{int((i * 37) % 101 > 60)}\n" for i in range(1, 301))
+    )
+    (tmp_path / "data" / "customers.csv").write_text(
+        "CUSTOMER_ID,SEGMENT\n" + "".join(f"{i},{'ab'[i % 2]}\n" for i in range(7))
+    )
+    files = _run(
+        [venv / "bin" / "runner", "--config-dir", "conf", "data=my_files", "data.files.CUSTOMERS=data/customers.csv"],
+        tmp_path,
+    )
+    assert files.returncode == 0, files.stderr[-3000:]
+    assert "FINISHED" in files.stdout and "cache miss" in files.stdout
     # The Snowflake starter composes on runner's schema (it needs an account to run).
     shown = _run([venv / "bin" / "runner", "--config-dir", "conf", "data=my_table", "--cfg", "job"], tmp_path)
     assert shown.returncode == 0, shown.stderr[-2000:]

@@ -46,6 +46,8 @@ def validate(data_cfg: DictConfig) -> None:
         raise ConfigError(
             "data.features needs a _target_: the dotted path of a callable (session, cfg) -> snowpark DataFrame"
         )
+    _check_files(data_cfg)
+    _settle_key(data_cfg)
     check_identifier(data_cfg.entity_key, "data.entity_key")
     check_identifier(data_cfg.label, "data.label")
     for i, col in enumerate(data_cfg.drop):
@@ -76,6 +78,47 @@ def validate(data_cfg: DictConfig) -> None:
         )
 
 
+def _check_files(data_cfg: DictConfig) -> None:
+    from .files import check_files, file_tables
+
+    files = file_tables(data_cfg)
+    if files and data_cfg.get("backend") != "embedded":
+        backend = data_cfg.get("backend")
+        raise ConfigError(
+            f"data.files loads local files into the embedded warehouse only (data.backend={backend!r}): "
+            "on Snowflake, load them through a stage (PUT + COPY INTO) and name the table in data.table"
+        )
+    for table, (_pattern, setting) in files.items():
+        check_identifier(table, f"{setting} (the table name)")
+    if data_cfg.get("column_types") and not files:
+        raise ConfigError("data.column_types types columns of data.files: set data.files (or data=file data.path=...)")
+    check_files(data_cfg)
+
+
+def _settle_key(data_cfg: DictConfig) -> None:
+    """data.entity_key: null -> the row-position key of the data.files table data.table names."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_missing(data_cfg, "entity_key") or data_cfg.entity_key is not None:
+        return
+    from .files import file_tables
+
+    table = str(data_cfg.get("table") or "").split(".")[-1].strip('"').upper()
+    if not table or table not in {t.strip('"').upper() for t in file_tables(data_cfg)}:
+        raise ConfigError(
+            "data.entity_key is null: set it to a column unique per row (the split hashes it); only a "
+            "data.table loaded from data.files (e.g. data=file) can be keyed by row position"
+        )
+    from ..embedded.files import ROW_KEY
+
+    data_cfg.entity_key = ROW_KEY
+    print(
+        f"runner: no data.entity_key: rows keyed by their position in the file ({ROW_KEY}); the split moves "
+        "if rows are inserted or reordered (set data.entity_key to an id column to pin it)",
+        flush=True,
+    )
+
+
 def build_frame(session: Any, data_cfg: DictConfig) -> Tuple[Any, str]:
     """The Snowpark DataFrame of the feature definition (nothing is pulled yet)."""
     from snowflake.snowpark.exceptions import SnowparkClientException
@@ -83,6 +126,8 @@ def build_frame(session: Any, data_cfg: DictConfig) -> Tuple[Any, str]:
     setting = next(n for n in ("table", "query", "features") if data_cfg.get(n))
     try:
         if setting == "table":
+            if data_cfg.get("backend") == "embedded":
+                _check_quoted_table(session, data_cfg.table)
             return session.table(data_cfg.table), setting
         if setting == "query":
             return session.sql(data_cfg.query), setting
@@ -96,16 +141,17 @@ def build_frame(session: Any, data_cfg: DictConfig) -> Tuple[Any, str]:
         except SnowparkClientException:
             raise
         except Exception as exc:
-            setting = f"data.features._target_={spec['_target_']!r}"
+            named = f"data.features._target_={spec['_target_']!r}"
             cause = exc.__cause__
             if "Error in call to target" in str(exc) and cause is not None:
                 if isinstance(cause, SnowparkClientException):
                     raise cause from None  # the warehouse refused what the function built: below
                 # The function itself raised: its own type and message, the traceback kept as the
                 # cause (HYDRA_FULL_ERROR=1 shows it).
-                raise ConfigError(f"{setting} raised {type(cause).__name__}: {first_line(cause)}") from cause
+                hint = _emulator_hint(cause) if data_cfg.get("backend") == "embedded" else ""
+                raise ConfigError(f"{named} raised {type(cause).__name__}: {first_line(cause)}{hint}") from cause
             if "Error locating target" in str(exc):
-                raise ConfigError(f"{setting}: {first_line(exc)}") from None
+                raise ConfigError(f"{named}: {first_line(exc)}") from None
             raise
         if not hasattr(frame, "queries"):
             raise ConfigError(
@@ -116,6 +162,39 @@ def build_frame(session: Any, data_cfg: DictConfig) -> Tuple[Any, str]:
         raise WarehouseError(
             f"data.{setting}: the warehouse rejected the feature definition: {sql_error(exc)}"
         ) from None
+
+
+def _emulator_hint(exc: BaseException) -> str:
+    """What to use instead, when a feature function failed in a Snowpark call that uploads
+    local rows (create_dataframe of pandas, write_pandas: a stage upload fakesnow lacks)."""
+    import traceback
+
+    from ..embedded.server import LOCAL_DATA_ADVICE
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if any(f.name == "write_pandas" and "snowflake" in f.filename for f in frames):
+        return f" (the embedded warehouse cannot take an upload of local rows; {LOCAL_DATA_ADVICE})"
+    return ""
+
+
+def _check_quoted_table(session: Any, table: str) -> None:
+    """A quoted table name is case-sensitive in Snowflake ("customers" is not CUSTOMERS); the
+    embedded warehouse's engine folds case, so it is checked here against the stored names."""
+    name = re.findall(_IDENT, table)[-1]
+    if not name.startswith('"'):
+        return
+    exact = name[1:-1].replace('""', '"')
+    stored = [
+        row[0]
+        for row in session.sql(
+            "select table_name from information_schema.tables where upper(table_name) = ?", params=[exact.upper()]
+        ).collect()
+    ]
+    if stored and exact not in stored:
+        raise ConfigError(
+            f"data.table={table!r}: a quoted name keeps its case in Snowflake, and the table is named "
+            f"{stored[0]!r}; write {stored[0]} unquoted (or quote its exact name)"
+        )
 
 
 def sql_error(exc: BaseException) -> str:
@@ -129,9 +208,19 @@ def frame_sql(frame: Any) -> str:
 
 
 def find_column(names: List[str], wanted: str, setting: str) -> str:
+    """The result column a setting names: a quoted name exactly (Snowflake keeps its case), an
+    unquoted one in any case."""
     if wanted in names:
         return wanted
-    folded = [n for n in names if n.upper() == wanted.strip('"').upper()]
+    if wanted.startswith('"'):
+        exact = wanted[1:-1].replace('""', '"')
+        if exact in names:
+            return exact
+        raise DataError(
+            f"{setting}={wanted!r} is quoted, so its case counts (as in Snowflake), and no column of the feature "
+            f"result is spelled {exact!r} (columns: {', '.join(names)}); drop the quotes to match any case"
+        )
+    folded = [n for n in names if n.upper() == wanted.upper()]
     if len(folded) == 1:
         return folded[0]
     raise DataError(f"{setting}={wanted!r} is not a column of the feature result (columns: {', '.join(names)})")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Optional
 from .cache import FeatureCache
 from .definition import check_frame
 from .featureset import FeatureSet
+from .files import files_version, local_files
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -28,6 +29,7 @@ _NOT_CONTENT = ("refresh", "cache_dir", "network_timeout", "query_tag", "split")
 _FEATURE_CODE = (
     "runner.embedded.demo",
     "runner.embedded.synthetic",
+    "runner.embedded.files",
     "runner.data.definition",
     "runner.data.sql",
     "runner.data.pull",
@@ -76,6 +78,7 @@ def embedded_digest(data_cfg: DictConfig) -> Optional[str]:
     if target:
         modules.append(str(target).rsplit(".", 1)[0])
     h = hashlib.sha256(f"{config_digest(data_cfg)}|{__version__}".encode())
+    h.update(files_version(local_files(data_cfg)).encode())  # data.files / data.inputs content
     for name in modules:
         try:
             spec = importlib.util.find_spec(name)

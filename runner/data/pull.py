@@ -14,6 +14,7 @@ from ..errors import CacheError, WarehouseError
 from .cache import FeatureCache, cache_key
 from .definition import MATERIALIZED_PREFIX, build_frame, check_frame, checked_batches, frame_sql, sql_error
 from .featureset import FeatureSet
+from .files import file_tables, files_version, local_files
 from .offline import config_digest, embedded_digest
 from .sql import snapshot_timestamp, source_tables, time_travel_sql
 
@@ -32,14 +33,19 @@ def materialized_name(wh: Warehouse, key: str) -> str:
 
 
 def data_version(wh: Warehouse, data_cfg: DictConfig, sql: str) -> str:
+    if wh.known_version:  # the embedded warehouse: its seed and data.files / data.inputs
+        return wh.known_version
+    inputs = files_version(local_files(data_cfg))  # files a feature function reads itself
     if data_cfg.snapshot:
         # Normalised: '2024-06-01' and '2024-06-01T00:00:00Z' are the same data.
-        return f"snapshot:{snapshot_timestamp(data_cfg.snapshot)}"
-    if wh.known_version:
-        return wh.known_version
-    tables = source_tables(sql)
-    if not tables:
-        return "unversioned"
+        tables = f"snapshot:{snapshot_timestamp(data_cfg.snapshot)}"
+    else:
+        names = source_tables(sql)
+        tables = _tables_version(wh, names) if names else ""
+    return ";".join(filter(None, [tables, inputs])) or "unversioned"
+
+
+def _tables_version(wh: Warehouse, tables: List[str]) -> str:
     from snowflake.snowpark.exceptions import SnowparkClientException
 
     ident = wh.identity
@@ -83,7 +89,9 @@ def load_features(
             frame = session.sql(sql)
         version = data_version(wh, data_cfg, sql)
         key = cache_key({"sql": sql, "identity": wh.identity, "version": version})
-        source = {**wh.identity, "definition": f"data.{setting}", "query": sql, "version": version}
+        source: Dict[str, Any] = {**wh.identity, "definition": f"data.{setting}", "query": sql, "version": version}
+        if file_tables(data_cfg) or data_cfg.get("inputs"):
+            source["files"] = [f.describe() for f in local_files(data_cfg)]
         if snapshot:
             source["snapshot"] = snapshot
         if materialize == "table":

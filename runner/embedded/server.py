@@ -85,6 +85,25 @@ def _ipc(table: pa.Table) -> pa.Buffer:
     return sink.getvalue()
 
 
+UNSUPPORTED_CODE = "261000"
+LOCAL_DATA_ADVICE = (
+    "local rows: data.files / data.path load CSV or Parquet files as tables; in a feature function, "
+    "session.sql('create table ... as select ...') and DataFrame.write.save_as_table work, "
+    "Session.create_dataframe and write_pandas do not"
+)
+
+
+def unsupported(body: Dict[str, Any]) -> str:
+    """One line for a statement fakesnow failed on: what, and what to use instead."""
+    text = str(body.get("message") or "")
+    sql = text.split("sql_text=", 1)[-1].split(" params=", 1)[0].strip("'\"")
+    sql = " ".join(sql.split())
+    return (
+        f"the embedded warehouse (fakesnow) cannot run this statement (an emulator limit; its log has the "
+        f"traceback): {sql[:200]}{'...' if len(sql) > 200 else ''} ({LOCAL_DATA_ADVICE})"
+    )
+
+
 def build_app(chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Starlette:
     import fakesnow.server as fs
     from starlette.applications import Starlette
@@ -104,6 +123,13 @@ def build_app(chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Starlette:
         finally:
             _slices.reset(token)
         body = json.loads(bytes(response.body))
+        if response.status_code == 500:
+            # fakesnow cannot run the statement (its traceback is in the log). Snowflake answers
+            # a failed statement with success=false, which the connector raises at once; an HTTP
+            # 500 it retries until network_timeout (60 s).
+            return JSONResponse(
+                {"data": None, "code": UNSUPPORTED_CODE, "message": unsupported(body), "success": False}
+            )
         data = body.get("data") or {}
         query_id = data.get("queryId")
         conn = fs.sessions.get(fs.to_token(request)) if body.get("success") else None

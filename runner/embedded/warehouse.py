@@ -1,20 +1,40 @@
 """The embedded warehouse as runner.data.open_warehouse uses it: a fresh fakesnow server
-process, a Snowpark session on it over the wire, the data set of data.demo.dataset seeded."""
+process, a Snowpark session on it over the wire, the data set of data.demo.dataset seeded
+and the local files of data.files loaded as tables."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Tuple
 
+from ..data.files import file_tables, files_version, local_files
 from ..errors import ConfigError
-from .demo import seed_demo
+from .demo import run_seed, seed_demo
 from .emulator import emulator_kwargs, fakesnow_server
+from .files import load_files
 from .synthetic import seed_synthetic
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-SEEDS = {"churn": seed_demo, "synthetic": seed_synthetic}
+
+def seed_none(session: Any, database: str, schema: str, demo: DictConfig) -> str:
+    """Only the database and schema (the tables come from data.files)."""
+    return run_seed(
+        session,
+        database,
+        schema,
+        [f"create database if not exists {database}", f"create schema if not exists {database}.{schema}"],
+    )
+
+
+SEEDS = {"churn": seed_demo, "synthetic": seed_synthetic, "none": seed_none}
+
+
+def dataset(data_cfg: DictConfig) -> str:
+    """data.demo.dataset; unset: churn, or none when data.files gives the tables."""
+    name = data_cfg.demo.get("dataset")
+    return str(name) if name is not None else ("none" if file_tables(data_cfg) else "churn")
 
 
 @contextmanager
@@ -23,13 +43,17 @@ def seeded_session(
 ) -> Iterator[Tuple[Any, str, str, str]]:
     """(session, database, schema, data version) on a seeded embedded warehouse; the session
     is closed (close_session) before the server stops."""
-    seed = SEEDS.get(data_cfg.demo.dataset)
+    seed = SEEDS.get(dataset(data_cfg))
     if seed is None:
         raise ConfigError(f"data.demo.dataset must be one of {', '.join(SEEDS)}, got {data_cfg.demo.dataset!r}")
     with fakesnow_server(while_starting=lambda: __import__("snowflake.snowpark")) as port:
         session = open_session(emulator_kwargs(port, data_cfg))
         try:
             database, schema = data_cfg.database or "DEMO", data_cfg.schema or "PUBLIC"
-            yield session, database, schema, seed(session, database, schema, data_cfg.demo)
+            version = seed(session, database, schema, data_cfg.demo)
+            if file_tables(data_cfg):
+                load_files(session, data_cfg)
+            files = files_version(local_files(data_cfg))
+            yield session, database, schema, f"{version};{files}" if files else version
         finally:
             close_session(session)

@@ -27,6 +27,7 @@ from ..data import (
     open_warehouse,
     validate,
 )
+from ..data.files import stat_signature
 from ..errors import WarehouseError
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,11 @@ class _Entry:
 
 def data_digest(cfg: DictConfig) -> str:
     return json.dumps(
-        {"data": OmegaConf.to_container(cfg.data, resolve=True), "objective": cfg.model.params.objective},
+        {
+            "data": OmegaConf.to_container(cfg.data, resolve=True),
+            "objective": cfg.model.params.objective,
+            "files": stat_signature(cfg.data),  # a file edited since the last pull: pulled again
+        },
         sort_keys=True,
         default=str,
     )

@@ -28,6 +28,8 @@ def test_every_option_composes(group):
         overrides = [f"{group}={path.stem}"]
         if path.stem == "sagemaker":
             overrides.append("tracker.uri=arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/x")
+        if path.stem == "file":  # data.path and data.label are the user's (???)
+            overrides += ["data.path=train.csv", "data.label=target"]
         cfg = _compose(overrides)
         OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 

@@ -45,3 +45,41 @@ def test_a_failing_feature_function_keeps_its_error_and_traceback():
         build_frame(object(), cfg)
     assert str(err.value) == f"data.features._target_={target!r} raised KeyError: \"no column 'AGE' in customers.csv\""
     assert isinstance(err.value.__cause__, KeyError)  # the user's traceback, for HYDRA_FULL_ERROR=1
+
+
+def _data(**over):
+    from omegaconf import OmegaConf
+
+    from runner.config import DataConfig
+
+    cfg = OmegaConf.structured(DataConfig)
+    cfg.merge_with(over)
+    return cfg
+
+
+def test_local_files_are_for_the_embedded_warehouse_only(tmp_path):
+    from runner.data import validate
+
+    (tmp_path / "t.csv").write_text("ID,Y\n1,0\n")
+    cfg = _data(backend="snowflake", files={"T": str(tmp_path / "t.csv")}, table="T", entity_key="ID", label="Y")
+    with pytest.raises(
+        ConfigError, match=r"data.files loads local files into the embedded warehouse only \(data.backend='snowflake'\)"
+    ):
+        validate(cfg)
+
+
+def test_a_null_entity_key_is_the_row_position_of_a_file_table_only(tmp_path, capsys):
+    from runner.data import find_column, validate
+    from runner.errors import DataError
+
+    (tmp_path / "t.csv").write_text("ID,Y\n1,0\n")
+    cfg = _data(path=str(tmp_path / "t.csv"), table="DATA", entity_key=None, label="Y")
+    validate(cfg)
+    assert cfg.entity_key == "RUNNER_ROW" and "rows keyed by their position in the file" in capsys.readouterr().out
+    cfg = _data(path=str(tmp_path / "t.csv"), query="select * from DATA", entity_key=None, label="Y")
+    with pytest.raises(ConfigError, match="data.entity_key is null: set it to a column unique per row"):
+        validate(cfg)
+    # A quoted column name keeps its case, as in Snowflake; an unquoted one matches any case.
+    assert find_column(["ID", "target"], "TARGET", "data.label") == "target"
+    with pytest.raises(DataError, match=r"data.label='\"TARGET\"' is quoted, so its case counts"):
+        find_column(["ID", "target"], '"TARGET"', "data.label")

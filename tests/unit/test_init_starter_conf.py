@@ -14,6 +14,7 @@ def test_writes_every_starter_file_and_refuses_to_overwrite(tmp_path, capsys):
     names = sorted(str(p.relative_to(tmp_path)) for p in written)
     assert names == [
         "conf/README.md",
+        "conf/data/my_files.yaml",
         "conf/data/my_query.yaml",
         "conf/data/my_table.yaml",
         "conf/project.yaml",

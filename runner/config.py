@@ -113,6 +113,9 @@ class ModelConfig:
     early_stopping_rounds: int = 50
     # Validation metric; null picks auc / multi_logloss / rmse from the objective.
     metric: Optional[str] = None
+    # objective=binary with a label of two values other than 0/1 (e.g. 'malignant'/'benign'):
+    # the value whose probability the model predicts; null: the one that sorts last.
+    positive_class: Optional[str] = None
 
 
 @dataclass

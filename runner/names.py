@@ -29,6 +29,7 @@ class Tag:
     QUERY_IDS = "runner.warehouse.query_ids"
     WAREHOUSE_STARTED = "runner.warehouse.started"
     OBJECTIVE = "runner.objective"
+    ALL_NULL = "runner.features.all_null"  # columns null in every row: not used as features
     # sweeps: the parent and its trials
     SWEEP = "runner.sweep"  # "basic" (grid parent) or "runner_optuna" (parent and trials)
     SWEEP_SWEEPER = "runner.sweep.sweeper"

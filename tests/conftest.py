@@ -3,6 +3,7 @@ check that every test is in a tier: `unit` or `integration`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -71,3 +72,20 @@ def run_runner(args, cwd: Path, env=None, timeout=600, multirun: bool = False) -
     full_env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", **(env or {})}
     cmd = [sys.executable, "-m", "runner", *(["--multirun"] if multirun else []), *args]
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def store(cwd: Path) -> str:
+    """The tracking URI of the local store runner makes in cwd (tracker=local)."""
+    return f"sqlite:///{cwd}/mlruns/mlflow.db"
+
+
+@contextlib.contextmanager
+def tracking(uri: str):
+    """MLflow's global tracking URI set to uri for the block (mlflow.pyfunc.load_model, ...)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)

@@ -227,3 +227,14 @@ def test_files_a_feature_function_reads_itself_are_declared_in_data_inputs(tmp_p
     second = run_runner(args, tmp_path)
     assert second.returncode == 0, second.stderr[-2000:]
     assert "cache miss" in second.stdout and _key(second.stdout) != _key(first.stdout)
+
+
+def test_a_column_empty_in_the_whole_file_is_dropped_and_tagged(tmp_path):
+    frame = load_breast_cancer(as_frame=True).frame
+    frame["notes"] = None  # an empty CSV column: null in every row
+    frame.to_csv(tmp_path / "c.csv", index=False)
+    done = run_runner(["data=file", "data.path=c.csv", "data.label=target", *FAST], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "not used as features: NOTES" in done.stdout
+    run = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}").get_run(_run_id(done.stdout))
+    assert run.data.tags["runner.features.all_null"] == "NOTES"

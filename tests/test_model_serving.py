@@ -9,7 +9,6 @@ table, i.e. the training-time predictions, and the run's own validation AUC.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -25,7 +24,7 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from tests.conftest import run_runner
+from tests.conftest import run_runner, store, tracking
 
 pytestmark = pytest.mark.integration
 
@@ -37,21 +36,6 @@ MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("serving_cache"))
-
-
-def store(cwd: Path) -> str:
-    return f"sqlite:///{cwd}/mlruns/mlflow.db"
-
-
-@contextlib.contextmanager
-def tracking(uri: str):
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(None)
 
 
 def raw_table(cache_dir: str):

@@ -244,18 +244,6 @@ def query_requests(door) -> list:
     return out
 
 
-def fetch(warehouse, sql: str) -> pd.DataFrame:
-    import snowflake.connector
-
-    conn = snowflake.connector.connect(**warehouse.server.connect_kwargs())
-    try:
-        cur = conn.cursor()
-        cur.execute(sql)
-        return cur.fetch_arrow_all().to_pandas()
-    finally:
-        conn.close()
-
-
 def execute(warehouse, sql: str) -> None:
     import snowflake.connector
 
@@ -287,7 +275,7 @@ def test_snowflake_scoring_writes_the_table_and_a_rerun_replaces_its_rows(traine
         "data.table",
     )
 
-    table = fetch(warehouse, "select * from DEMO.PUBLIC.RUNNER_PREDICTIONS")
+    table = warehouse.server.fetch("select * from DEMO.PUBLIC.RUNNER_PREDICTIONS")
     assert list(table.columns) == [
         "CUSTOMER_ID",
         "PREDICTION",
@@ -300,7 +288,7 @@ def test_snowflake_scoring_writes_the_table_and_a_rerun_replaces_its_rows(traine
     ]
     assert len(table) == DEMO.customers and table["CUSTOMER_ID"].astype("int64").is_unique
     assert set(table["SCORING_RUN_ID"]) == {first} and set(table["MODEL_URI"]) == {trained.uri}
-    raw = fetch(warehouse, "select * from DEMO.PUBLIC.SCORE_ME")
+    raw = warehouse.server.fetch("select * from DEMO.PUBLIC.SCORE_ME")
     expected = reference(trained.uri, trained.store, raw)
     got = table.assign(CUSTOMER_ID=table["CUSTOMER_ID"].astype("int64")).set_index("CUSTOMER_ID")["PREDICTION"]
     np.testing.assert_allclose(got.loc[expected.index], expected, rtol=1e-9)
@@ -319,8 +307,8 @@ def test_snowflake_scoring_writes_the_table_and_a_rerun_replaces_its_rows(traine
     second = scoring_run_id(proc)
     assert f"replacing {DEMO.customers} rows of an earlier scoring" in proc.stdout
     assert client.get_run(second).data.metrics["rows_replaced"] == DEMO.customers
-    table = fetch(
-        warehouse, "select MODEL_URI, SCORING_RUN_ID, count(*) as N from DEMO.PUBLIC.RUNNER_PREDICTIONS group by 1, 2"
+    table = warehouse.server.fetch(
+        "select MODEL_URI, SCORING_RUN_ID, count(*) as N from DEMO.PUBLIC.RUNNER_PREDICTIONS group by 1, 2"
     )
     assert sorted(map(tuple, table.values.tolist())) == [
         ("models:/other/7", "elsewhere", 1),

@@ -53,6 +53,7 @@ def data_digest(cfg: DictConfig) -> str:
         {
             "data": OmegaConf.to_container(cfg.data, resolve=True),
             "objective": cfg.model.params.objective,
+            "positive_class": cfg.model.get("positive_class"),
             "files": stat_signature(cfg.data),  # a file edited since the last pull: pulled again
         },
         sort_keys=True,
@@ -130,7 +131,7 @@ class FeatureMemo:
             reused = dataclasses.replace(entry.features, cache_hit=True, query_ids=[], feature_queries=0, seconds=0.0)
             return reused, entry.prepared
         features = pull(cfg.data, query_tag)
-        prepared = prepare(features.take_table(), cfg.data, cfg.model.params.objective)
+        prepared = prepare(features.take_table(), cfg.data, cfg.model.params.objective, cfg.model.get("positive_class"))
         self._entries.clear()
         self._entries[digest] = _Entry(features, prepared, claim)
         return features, prepared

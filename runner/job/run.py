@@ -78,6 +78,8 @@ def run_job(
         run.pending_params = params  # a run the caller ends on purpose (a pruned trial) keeps them
         features, prepared = prepared_data(cfg, query_tag=f"runner run_id={run.id}")
         run.pending_tags.update(_feature_tags(features, prepared.objective))
+        if prepared.all_null:
+            run.pending_tags[Tag.ALL_NULL] = ",".join(prepared.all_null)
         result = train(prepared, cfg.model, callbacks=hooks.callbacks)
         metrics = dict(result.metrics)
         metrics.update({f"rows_{k}": float(v) for k, v in prepared.sizes.items()})

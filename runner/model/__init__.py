@@ -1,8 +1,9 @@
 """Model: the feature table as LightGBM inputs (and raw rows as them: rows.py, shared with the
 logged model, pyfunc_code.py), and training with scores per objective."""
 
+from .labels import encode_label
 from .metrics import OBJECTIVES, headline, score
-from .prepare import Prepared, encode_features, encode_label, prepare
+from .prepare import Prepared, encode_features, prepare
 from .rows import decode_frame, encode_frame, kind_of
 from .train import BINNING_PARAMS, TrainResult, datasets, lgb_params, train
 

@@ -12,6 +12,8 @@ from ..allocator import give_back
 from ..data.definition import find_column
 from ..data.split import split_labels
 from ..errors import ConfigError, DataError
+from ..names import Tag
+from .labels import encode_label
 from .metrics import OBJECTIVES
 from .rows import category_values, encode_column, kind_of
 
@@ -27,12 +29,13 @@ class Prepared:
     features: List[str]
     categorical: List[str]
     parts: Dict[str, Any]  # split name -> (X DataFrame, y ndarray, keys)
-    classes: Optional[List[Any]] = None
+    classes: Optional[List[Any]] = None  # binary: [negative, positive]; multiclass: sorted (labels.py)
     categories: Dict[str, List[str]] = field(default_factory=dict)
     # feature -> kind of the raw column (runner/model/rows.py): what a logged model takes.
     kinds: Dict[str, str] = field(default_factory=dict)
     datasets: Dict[Any, Any] = field(default_factory=dict)
     owner: Optional[int] = None  # the thread that may use `datasets` (runner/job/memo.py)
+    all_null: List[str] = field(default_factory=list)  # columns null in every row: not features
 
     @property
     def sizes(self) -> Dict[str, int]:
@@ -56,8 +59,9 @@ def _check_unique(keys: Any, column: str, setting: str) -> None:
     )
 
 
-def prepare(table: Any, data_cfg: DictConfig, objective: str) -> Prepared:
-    """Split the feature table by entity hash and encode label and categories."""
+def prepare(table: Any, data_cfg: DictConfig, objective: str, positive_class: Optional[str] = None) -> Prepared:
+    """Split the feature table by entity hash and encode label and categories (positive_class:
+    model.positive_class, for a binary label of two values other than 0/1; labels.py)."""
     if objective not in OBJECTIVES:
         raise ConfigError(f"model.params.objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     import pandas as pd
@@ -86,7 +90,7 @@ def prepare(table: Any, data_cfg: DictConfig, objective: str) -> Prepared:
     keys = key_values.take(order).to_pandas().to_numpy()
     del key_values
     _check_unique(keys, key_col, data_cfg.entity_key)
-    y, classes = encode_label(table[label_col].take(order).to_pandas(), objective, data_cfg.label)
+    y, classes = encode_label(table[label_col].take(order).to_pandas(), objective, data_cfg.label, positive_class)
     which = split_labels(keys, data_cfg.split.valid, data_cfg.split.test, data_cfg.split.salt)
     rows, masks = {}, {}
     for name in ("train", "valid", "test"):
@@ -99,8 +103,12 @@ def prepare(table: Any, data_cfg: DictConfig, objective: str) -> Prepared:
     matrices = {name: np.empty((len(r), len(features)), dtype=np.float64, order="F") for name, r in rows.items()}
     kinds: Dict[str, str] = {}
     categories: Dict[str, List[str]] = {}
+    all_null: List[str] = []
     for j, col in enumerate(features):
         values = table[col].to_pandas()
+        if values.isna().all():  # nothing to learn from, and no type to give the model's input
+            all_null.append(col)
+            continue
         kinds[col] = kind_of(values)
         encoded, cats = encode_feature(values, col)
         if cats is not None:
@@ -110,11 +118,29 @@ def prepare(table: Any, data_cfg: DictConfig, objective: str) -> Prepared:
         del values, encoded
     del table
     give_back()
+    if all_null:
+        features, matrices = _without(features, all_null, matrices)
     parts = {
         name: (pd.DataFrame(matrices.pop(name), columns=features, copy=False), y[masks[name]], keys[masks[name]])
         for name in ("train", "valid", "test")
     }
-    return Prepared(objective, features, list(categories), parts, classes, categories, kinds)
+    return Prepared(objective, features, list(categories), parts, classes, categories, kinds, all_null=all_null)
+
+
+def _without(features: List[str], all_null: List[str], matrices: Dict[str, Any]) -> Tuple[List[str], Dict[str, Any]]:
+    """The features and matrices without the columns null in every row, said in one line."""
+    print(
+        f"runner: warning: null in every row of the feature result, not used as features: {', '.join(all_null)} "
+        f"(listed in tag {Tag.ALL_NULL})",
+        flush=True,
+    )
+    keep = [j for j, col in enumerate(features) if col not in all_null]
+    if not keep:
+        raise DataError(
+            "every feature column is null in every row of the feature result: check data.table / data.query / "
+            "data.features"
+        )
+    return [features[j] for j in keep], {name: np.asfortranarray(m[:, keep]) for name, m in matrices.items()}
 
 
 def _integral(values: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -129,38 +155,6 @@ def _integral(values: pa.ChunkedArray) -> pa.ChunkedArray:
         except pa.ArrowInvalid:
             pass
     return values
-
-
-def encode_label(label: pd.Series, objective: str, name: str) -> Tuple[np.ndarray, Optional[List[Any]]]:
-    """The label column as floats for `objective` (class indices for multiclass) and the classes."""
-    import pandas as pd
-
-    if label.isna().all():
-        raise DataError(f"data.label={name!r} is null in every row")
-    if label.isna().any():
-        raise DataError(
-            f"data.label={name!r} is null in {int(label.isna().sum())} rows: filter them out in the feature definition"
-        )
-    if label.nunique() < 2:
-        raise DataError(f"data.label={name!r} is constant ({label.iloc[0]!r}): nothing to learn")
-    if objective == "binary":
-        if not pd.api.types.is_numeric_dtype(label) and not pd.api.types.is_bool_dtype(label):
-            raise DataError(
-                f"data.label={name!r} has non-numeric values "
-                f"(e.g. {label.iloc[0]!r}); model.params.objective=binary needs 0/1"
-            )
-        values = set(np.unique(label.astype(float)))
-        if not values <= {0.0, 1.0}:
-            raise DataError(
-                f"data.label={name!r} must be 0/1 for model.params.objective=binary, got values {sorted(values)[:5]}"
-            )
-        return label.astype(float).to_numpy(), None
-    if objective == "multiclass":
-        classes = sorted(label.unique().tolist())
-        return label.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=float), classes
-    if not pd.api.types.is_numeric_dtype(label):
-        raise DataError(f"data.label={name!r} is not numeric; model.params.objective=regression needs a number")
-    return label.astype(float).to_numpy(), None
 
 
 def encode_feature(values: pd.Series, col: str) -> Tuple[np.ndarray, Optional[List[str]]]:

@@ -3,10 +3,13 @@ and runs it when the model is loaded; runner itself never imports it.
 
 The model takes raw feature rows as the warehouse returns them (text for categorical columns,
 in any column order, extra columns such as the entity key or label ignored) and returns the
-booster's predictions. It loads, from the model's own folder:
+booster's predictions: binary, P(positive class), and regression, the value, one float per
+row; multiclass, a DataFrame of the predicted label (`prediction`) and `proba_<label>` per
+class (rows.py model_output). It loads, from the model's own folder:
 
 - artifacts/booster.lgb: the LightGBM booster (trees up to the best iteration);
-- artifacts/encoding.json: features in the booster's order, each column's kind, the categories;
+- artifacts/encoding.json: features in the booster's order, each column's kind, the categories,
+  the objective and the classes;
 - artifacts/rows.py: the encoding rule (a copy of runner/model/rows.py, loaded from this
   model's own folder), so scoring needs mlflow, lightgbm, pandas and numpy, not runner.
 """
@@ -40,7 +43,8 @@ class RunnerModel(PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: Optional[Dict[str, Any]] = None) -> Any:
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame(model_input)
-        return self.booster.predict(self.rows.encode_frame(model_input, self.spec))
+        pred = self.booster.predict(self.rows.encode_frame(model_input, self.spec))
+        return self.rows.model_output(pred, self.spec, model_input.index)
 
 
 mlflow.models.set_model(RunnerModel())

@@ -10,7 +10,13 @@ Each feature column has a kind, decided from the training frame as the warehouse
 - "boolean": 0/1, null -> NaN;
 - "integer", "float": the number as float64, null -> NaN.
 
-An encoding (`spec`) is a dict: features (in the booster's order), kinds, categories.
+An encoding (`spec`) is a dict: features (in the booster's order), kinds, categories, the
+objective and the classes (binary: [negative, positive]; multiclass: sorted).
+
+The model's output (`model_output`): binary, the probability of the positive class, and
+regression, the value, as LightGBM predicts them (one float per row); multiclass, a DataFrame
+of the predicted label (`prediction`, the label's own value: the most probable class) and
+one probability column per class, `proba_<label>` (the label as text), in class order.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 KINDS = ("category", "boolean", "integer", "float")
+PREDICTION = "prediction"  # multiclass output: the predicted label
+PROBA_PREFIX = "proba_"  # multiclass output: proba_<label>, one column per class
 _BOOLEANS = {True: 1.0, False: 0.0, "true": 1.0, "false": 0.0, "True": 1.0, "False": 0.0, "TRUE": 1.0, "FALSE": 0.0}
 
 
@@ -106,6 +114,26 @@ def decode_frame(X: Any, spec: Dict[str, Any]) -> Any:
         else:
             out[c] = v
     return pd.DataFrame(out, index=X.index)
+
+
+def class_columns(classes: List[Any]) -> List[str]:
+    """The multiclass output's probability columns: proba_<label> per class, in class order."""
+    return [f"{PROBA_PREFIX}{c}" for c in classes]
+
+
+def model_output(pred: Any, spec: Dict[str, Any], index: Any = None) -> Any:
+    """The booster's predictions (pred) as the model returns them: multiclass as a DataFrame
+    (`prediction` and `proba_<label>` per class), else as they are."""
+    import pandas as pd
+
+    if spec.get("objective") != "multiclass" or not spec.get("classes"):
+        return pred
+    classes = spec["classes"]
+    proba = np.asarray(pred, dtype=float).reshape(len(pred), len(classes))
+    labels = pd.Series(classes).to_numpy()  # one dtype: int64, float64, bool or text
+    out = pd.DataFrame(proba, columns=class_columns(classes), index=index)
+    out.insert(0, PREDICTION, labels[proba.argmax(axis=1)] if len(proba) else labels[:0])
+    return out
 
 
 def _is_null(v: Any) -> bool:

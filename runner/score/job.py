@@ -103,7 +103,15 @@ def _score(
             run.pending_tags.update(feature_tags(features, target))
         artifact = log_predictions(tracker, run_id, scored.artifact)
         written = write_predictions(
-            wh.session, target, scored.key_column, scored.key_type, scored.upload, scored.rows, meta, run_id
+            wh.session,
+            target,
+            scored.key_column,
+            scored.key_type,
+            scored.predictions,
+            scored.upload,
+            scored.rows,
+            meta,
+            run_id,
         )
         written_to.append(target.sql)
     run.log(

@@ -3,15 +3,17 @@ tracking store the tracker config names.
 
 runner's logged models take raw warehouse rows (runner/model/pyfunc_code.py): text for
 categorical columns, any column order, extra columns (the entity key) ignored. Any other
-pyfunc model that returns one number per row scores the same way.
+pyfunc model that returns one number per row scores the same way, and so does one whose
+output names its classes as runner's multiclass models do (runner/score/output.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 from ..errors import ConfigError, DataError, first_line
+from .output import ModelOutput, output_of, prediction_values
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,6 +31,7 @@ class ScoringModel:
     model_id: Optional[str] = None  # its MLflow 3 logged model, if any
     name: Optional[str] = None  # registered model name (models:/<name>/...)
     version: Optional[str] = None  # registered version, resolved (an alias or latest: the version now)
+    output: ModelOutput = field(default_factory=ModelOutput)  # the prediction columns it fills
 
     @property
     def label(self) -> str:
@@ -57,9 +60,8 @@ def load_model(uri: str, tracker: Tracker, folder: str) -> ScoringModel:
         ) from None
     meta = pyfunc.metadata
     name, version = _registered(tracker, uri)
-    model = ScoringModel(uri, pyfunc, meta.run_id, getattr(meta, "model_id", None), name, version)
-    _check_output(model)
-    return model
+    output = output_of(pyfunc, uri)
+    return ScoringModel(uri, pyfunc, meta.run_id, getattr(meta, "model_id", None), name, version, output)
 
 
 def _registered(tracker: Tracker, uri: str) -> Tuple[Optional[str], Optional[str]]:
@@ -77,27 +79,9 @@ def _registered(tracker: Tracker, uri: str) -> Tuple[Optional[str], Optional[str
     return str(found[0]), str(found[1])
 
 
-def _check_output(model: ScoringModel) -> None:
-    """One prediction per row: a model whose signature says more (multiclass) is refused."""
-    schema = model.pyfunc.metadata.get_output_schema()
-    shape = None
-    try:
-        spec = schema.to_dict()[0] if schema is not None else {}
-        shape = spec.get("tensor-spec", {}).get("shape")
-    except (IndexError, AttributeError, TypeError):
-        pass
-    if shape is not None and len(shape) > 1 and shape[1] not in (1, -1):
-        raise ConfigError(
-            f"MODEL_URI {model.uri!r}: the model returns {shape[1]} values per row (multiclass): "
-            "runner.score writes one PREDICTION per entity and scores binary and regression models only"
-        )
-
-
-def predict(model: ScoringModel, rows: pd.DataFrame) -> Any:
-    """The model's predictions for `rows` (a pandas DataFrame of raw feature rows) as a 1-d
-    float64 array, one per row."""
-    import numpy as np
-
+def predict(model: ScoringModel, rows: pd.DataFrame) -> Dict[str, Any]:
+    """The model's predictions for `rows` (a pandas DataFrame of raw feature rows) as the output
+    table's prediction columns (name -> numpy array, one value per row; runner/score/output.py)."""
     schema = model.pyfunc.metadata.get_input_schema()
     names = schema.input_names() if schema is not None and schema.has_input_names() else []
     missing = [n for n in names if n not in rows.columns]
@@ -118,12 +102,4 @@ def predict(model: ScoringModel, rows: pd.DataFrame) -> Any:
             "(the data config must produce the columns the model was trained on: data.features, "
             "data.table or data.query)"
         ) from None
-    values = np.asarray(getattr(out, "values", out), dtype=float)
-    if values.ndim == 2 and values.shape[1] == 1:
-        values = values[:, 0]
-    if values.ndim != 1 or len(values) != len(rows):
-        raise DataError(
-            f"the model {model.uri!r} returned predictions of shape {values.shape} for {len(rows)} rows: "
-            "runner.score writes one PREDICTION per entity (binary and regression models)"
-        )
-    return values
+    return prediction_values(model.output, out, len(rows), model.uri)

@@ -1,20 +1,22 @@
 """The rows scored as they stream in: each batch of the feature result is predicted and
-appended to two Parquet files, the warehouse's upload (key, PREDICTION) and the run's
-artifact (the output table's rows). Of the rows only the key column stays in memory, to
-check one row per entity before anything reaches the warehouse."""
+appended to two Parquet files, the warehouse's upload (key and prediction columns:
+PREDICTION, and PROBA_<LABEL> per class for a multiclass model) and the run's artifact (the
+output table's rows). Of the rows only the key column stays in memory, to check one row per
+entity before anything reaches the warehouse."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from ..data import find_column
 from ..data.entry import conform
 from ..tracking.dataset import FrameSummary
 from .features import ScoringFeatures, check_entities, check_keys
 from .model import ScoringModel, predict
+from .output import arrow_columns, column_type
 from .table import sql_type
 
 if TYPE_CHECKING:
@@ -31,9 +33,10 @@ class Scored:
     batches: int
     key_column: str  # data.entity_key as the warehouse names it
     key_type: str  # its Snowflake type
-    upload: Path  # key and PREDICTION: what goes to the warehouse
+    upload: Path  # key and prediction columns: what goes to the warehouse
     artifact: Path  # the rows as the output table holds them
     summary: FrameSummary  # of the rows scored: the run's dataset input
+    predictions: List[Tuple[str, str]]  # the prediction columns: (name, Snowflake type)
 
 
 def score_batches(
@@ -53,6 +56,7 @@ def score_batches(
     summary = FrameSummary()
     key_column: Optional[str] = None
     key_type = ""
+    predictions: List[Tuple[str, str]] = []
     rows = batches = 0
     try:
         for table in features.batches:
@@ -64,10 +68,12 @@ def score_batches(
             key = table.column(key_column)
             check_keys(key, data_cfg.entity_key)
             frame = table.to_pandas()
-            values = pa.array(predict(model, frame), pa.float64())
+            values = arrow_columns(predict(model, frame))
             summary.add(frame)
             del frame, table
-            upload = _append(writers, folder / UPLOAD, pa.table({key_column: key, "PREDICTION": values}))
+            upload = _append(writers, folder / UPLOAD, pa.table({key_column: key, **values}))
+            if not predictions:  # in the first batch's types (later batches are cast to them)
+                predictions = [(name, column_type(name, upload.schema.field(name).type)) for name in values]
             _append(writers, folder / ARTIFACT, output_rows(key_column, key, values, meta, scored_at))
             # A copy: the column may be a view into the batch's whole buffer (the chunk as
             # downloaded), which would keep every batch's rows alive (800k rows: +300 MB).
@@ -84,13 +90,14 @@ def score_batches(
         pa.chunked_array(keys, type=keys[0].type if keys else pa.null()), data_cfg.entity_key, features.setting
     )
     assert key_column is not None  # check_entities refused a result without rows
-    return Scored(rows, batches, key_column, key_type, folder / UPLOAD, folder / ARTIFACT, summary)
+    return Scored(rows, batches, key_column, key_type, folder / UPLOAD, folder / ARTIFACT, summary, predictions)
 
 
 def output_rows(
-    key_column: str, key: pa.ChunkedArray, values: pa.Array, meta: Sequence[Any], scored_at: datetime
+    key_column: str, key: pa.ChunkedArray, values: Dict[str, pa.Array], meta: Sequence[Any], scored_at: datetime
 ) -> pa.Table:
-    """Rows as the output table holds them: key, PREDICTION and the columns of meta."""
+    """Rows as the output table holds them: key, the prediction columns (`values`) and the
+    columns of meta."""
     import pyarrow as pa
 
     n = len(key)
@@ -98,7 +105,7 @@ def output_rows(
     return pa.table(
         {
             key_column: key,
-            "PREDICTION": values,
+            **values,
             "MODEL_URI": text(meta[0]),
             "MODEL_NAME": text(meta[1]),
             "MODEL_VERSION": text(meta[2]),

@@ -3,7 +3,9 @@
 The output table (score.table; created if missing) has one row per entity and model URI:
 
     <entity key>    the feature definition's key column, its name and type
-    PREDICTION      FLOAT: the model's output (binary: P(label = 1); regression: the value)
+    PREDICTION      FLOAT: the model's output (binary: P(positive class); regression: the value);
+                    multiclass: the predicted label (its type), then PROBA_<LABEL> FLOAT per
+                    class (runner/score/output.py)
     MODEL_URI       VARCHAR: the model URI as given, the key of a scoring's rows
     MODEL_NAME      VARCHAR: registered model name (models:/<name>/...), else null
     MODEL_VERSION   VARCHAR: registered version (an alias or latest: the version it named), else null
@@ -11,8 +13,11 @@ The output table (score.table; created if missing) has one row per entity and mo
     SCORING_RUN_ID  VARCHAR: the MLflow run of this scoring
     SCORED_AT       TIMESTAMP_NTZ: when it was scored (UTC)
 
+An existing table must have exactly these columns (PREDICTION of the same kind): one of
+another shape (another model's classes, another entity key) is refused, nothing written.
+
 Path (the same on Snowflake and on the emulator; no write_pandas, no INFER_SCHEMA, no
-temporary tables): key and prediction go to a Parquet file, PUT to a temporary stage, COPY
+temporary tables): key and prediction columns go to a Parquet file, PUT to a temporary stage, COPY
 INTO a transient staging table; then one transaction deletes the rows of earlier scorings
 of the same MODEL_URI and inserts the new ones from the staging table (the other columns
 bound as parameters), checks the count and commits. The staging table is dropped after; the
@@ -24,17 +29,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from ..data import check_identifier
 from ..data.definition import sql_error
 from ..errors import ConfigError, DataError, WarehouseError
+from .output import PREDICTION
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+# After the key and the prediction columns (runner/score/output.py).
 META_COLUMNS = (
-    ("PREDICTION", "FLOAT"),
     ("MODEL_URI", "VARCHAR"),
     ("MODEL_NAME", "VARCHAR"),
     ("MODEL_VERSION", "VARCHAR"),
@@ -118,30 +124,33 @@ def write_predictions(
     target: OutputTable,
     key_column: str,
     key_type: str,
+    predictions: Sequence[Tuple[str, str]],
     upload: Path,
     expected: int,
     values: Sequence[Any],
     run_id: str,
 ) -> Written:
     """Replace the rows of MODEL_URI values[0] in `target` with those of `upload` (a Parquet
-    file of the key column and PREDICTION, `expected` rows); values: MODEL_URI, MODEL_NAME,
-    MODEL_VERSION, MODEL_RUN_ID, SCORING_RUN_ID, SCORED_AT (text, UTC)."""
+    file of the key column and the prediction columns, (name, type) in `predictions`,
+    `expected` rows); values: MODEL_URI, MODEL_NAME, MODEL_VERSION, MODEL_RUN_ID,
+    SCORING_RUN_ID, SCORED_AT (text, UTC)."""
     key = quote_column(key_column)
     ids: List[str] = []
     run = f"RUNNER_SCORE_{run_id.upper()}"
     stage, staging = target.sibling(run + "_STAGE"), target.sibling(run + "_ROWS")
+    predicted = ", ".join(f'"{name}" {kind}' for name, kind in predictions)
     columns = ", ".join(f'"{name}" {kind}' for name, kind in META_COLUMNS)
     _table_step(
         session,
         target,
         ids,
-        f"CREATE TABLE IF NOT EXISTS {target.sql} ({key} {key_type}, {columns}) COMMENT = '{COMMENT}'",
+        f"CREATE TABLE IF NOT EXISTS {target.sql} ({key} {key_type}, {predicted}, {columns}) COMMENT = '{COMMENT}'",
     )
-    _check_columns(session, target, key_column)
+    _check_columns(session, target, key_column, predictions)
     local = upload.as_uri().replace("'", "\\'")
     _table_step(session, target, ids, f"CREATE TEMPORARY STAGE {stage}")
     _table_step(session, target, ids, f"PUT '{local}' @{stage}/ AUTO_COMPRESS = FALSE OVERWRITE = TRUE")
-    _table_step(session, target, ids, f'CREATE TRANSIENT TABLE {staging} ({key} {key_type}, "PREDICTION" FLOAT)')
+    _table_step(session, target, ids, f"CREATE TRANSIENT TABLE {staging} ({key} {key_type}, {predicted})")
     open_transaction: List[bool] = []  # non-empty while a transaction may be open
     try:
         _table_step(
@@ -151,7 +160,8 @@ def write_predictions(
             f"COPY INTO {staging} FROM @{stage}/ FILE_FORMAT = (TYPE = PARQUET) "
             "MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE",
         )
-        return _replace(session, target, key, staging, expected, values, ids, open_transaction)
+        selected = ", ".join([key, *(f'"{name}"' for name, _ in predictions)])
+        return _replace(session, target, selected, staging, expected, values, ids, open_transaction)
     finally:
         # Not while a transaction may be open (its ROLLBACK failed): DDL would commit it.
         if not open_transaction:
@@ -164,7 +174,7 @@ def write_predictions(
 def _replace(
     session: Any,
     target: OutputTable,
-    key: str,
+    selected: str,  # the key and prediction columns, as SQL
     staging: str,
     expected: int,
     values: Sequence[Any],
@@ -180,7 +190,7 @@ def _replace(
             session,
             target,
             ids,
-            f'INSERT INTO {target.sql} ({key}, {names}) SELECT {key}, "PREDICTION", ?, ?, ?, ?, ?, '
+            f"INSERT INTO {target.sql} ({selected}, {names}) SELECT {selected}, ?, ?, ?, ?, ?, "
             f"TO_TIMESTAMP_NTZ(?) FROM {staging}",
             list(values),
         )
@@ -201,20 +211,46 @@ def _replace(
     return Written(_count(inserted), _count(deleted), ids)
 
 
-def _check_columns(session: Any, target: OutputTable, key_column: str) -> None:
+def _check_columns(session: Any, target: OutputTable, key_column: str, predictions: Sequence[Tuple[str, str]]) -> None:
+    """The table (created by this scoring, or found) has exactly the columns this scoring
+    writes, and a PREDICTION of the same kind: else it holds another shape of predictions."""
     from snowflake.snowpark.exceptions import SnowparkClientException
 
     try:
-        have = {c.strip('"') for c in session.table(target.sql).columns}
+        fields = session.table(target.sql).schema.fields
     except SnowparkClientException as exc:
         raise _not_writable(target, exc) from None
-    wanted = [key_column, *(name for name, _ in META_COLUMNS)]
+    have = {f.name.strip('"'): f.datatype for f in fields}
+    wanted = [key_column, *(name for name, _ in predictions), *(name for name, _ in META_COLUMNS)]
     missing = [c for c in wanted if c not in have]
-    if missing:
-        raise ConfigError(
-            f"score.table={target.setting!r}: {target.sql} exists without column(s) {', '.join(missing)}: "
-            "it is not a predictions table of this entity key; set score.table to another table"
-        )
+    extra = [c for c in have if c not in wanted]
+    kind = dict(predictions).get(PREDICTION, "FLOAT")
+    found = _kind(have[PREDICTION]) if PREDICTION in have else None
+    if not missing and not extra and found in (None, _kind(kind)):
+        return
+    differ = [f"without column(s) {', '.join(missing)}"] if missing else []
+    if extra:
+        differ.append(f"with column(s) {', '.join(extra)} that this scoring does not write")
+    if found not in (None, _kind(kind)):
+        there = f"{found} ({type(have[PREDICTION]).__name__})"
+        differ.append(f"with {PREDICTION} of type {there} where this model writes {kind} ({_kind(kind)})")
+    raise ConfigError(
+        f"score.table={target.setting!r}: {target.sql} exists {'; '.join(differ)}: it is not a predictions table "
+        f"of this shape (this scoring writes {', '.join(wanted)}); nothing was written. Set score.table to another "
+        "table (one table per entity key and model output: binary and regression models write PREDICTION, a "
+        "multiclass model PREDICTION and a PROBA_<LABEL> column per class)"
+    )
+
+
+def _kind(type_: Any) -> str:
+    """A column type's kind: text, number or boolean (a Snowpark DataType or a Snowflake type)."""
+    name = type_ if isinstance(type_, str) else type(type_).__name__
+    name = name.upper()
+    if "BOOL" in name:
+        return "boolean"
+    if "STRING" in name or "CHAR" in name or "TEXT" in name:
+        return "text"
+    return "number"
 
 
 def _table_step(

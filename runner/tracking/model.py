@@ -14,7 +14,9 @@ models:/<model_id>; the run's artifacts where the store has no logged models):
 - signature: text columns `string`, float columns `double`, booleans `boolean`, integer
   columns `any` (a warehouse integer column arrives as int64, or as float64 when it holds
   nulls: MLflow's `long` refuses the second and `double` the first; the model turns both
-  into numbers); outputs as the booster predicts;
+  into numbers); outputs: binary and regression as the booster predicts (one float per row:
+  P(positive class), the value), multiclass the columns `prediction` (the label's own type)
+  and `proba_<label>` per class (runner/model/rows.py model_output);
 - input example: five validation rows decoded back to raw values.
 
 Also the default Model Registry name of a sweep's best model (registered_name).
@@ -69,7 +71,8 @@ def encoding(prepared: Prepared) -> Dict[str, Any]:
         },
         "categories": dict(prepared.categories),
         "objective": prepared.objective,
-        "classes": prepared.classes,
+        "classes": prepared.classes,  # binary: [negative, positive]; multiclass: class i is classes[i]
+        **({"positive_class": prepared.classes[1]} if prepared.objective == "binary" and prepared.classes else {}),
     }
 
 
@@ -92,6 +95,22 @@ def input_schema(prepared: Prepared) -> Schema:
     )
 
 
+def output_schema(prepared: Prepared, booster: lgb.Booster, encoded: pd.DataFrame) -> Schema:
+    """What the model returns (runner/model/rows.py model_output): binary and regression as the
+    booster predicts (a tensor of floats); multiclass, the columns `prediction` (the label's
+    type) and `proba_<label>` (double) per class."""
+    from mlflow.models import infer_signature
+    from mlflow.types.schema import ColSpec, Schema
+
+    from ..model.rows import PREDICTION, class_columns
+
+    if prepared.objective != "multiclass" or not prepared.classes:
+        return infer_signature(model_output=booster.predict(encoded)).outputs
+    kinds = {type(c) for c in prepared.classes}  # one type (runner/model/labels.py plain_values)
+    label = {bool: "boolean", int: "long", float: "double"}.get(kinds.pop(), "string") if len(kinds) == 1 else "string"
+    return Schema([ColSpec(label, PREDICTION), *(ColSpec("double", c) for c in class_columns(prepared.classes))])
+
+
 def save_model(
     path: Path, booster: lgb.Booster, prepared: Prepared, run_id: Optional[str] = None, model_id: Optional[str] = None
 ) -> None:
@@ -102,13 +121,11 @@ def save_model(
     import mlflow
     import numpy as np
     import pandas as pd
-    from mlflow.models import Model, ModelSignature, infer_signature
+    from mlflow.models import Model, ModelSignature
 
     example = raw_example(prepared)
     encoded = prepared.parts["valid"][0].head(len(example))
-    signature = ModelSignature(
-        inputs=input_schema(prepared), outputs=infer_signature(model_output=booster.predict(encoded)).outputs
-    )
+    signature = ModelSignature(inputs=input_schema(prepared), outputs=output_schema(prepared, booster, encoded))
     mlflow_model = Model(run_id=run_id, model_id=model_id)
     mlflow_model.add_flavor(
         "lightgbm",

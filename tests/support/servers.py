@@ -140,6 +140,18 @@ class FakesnowProcess:
             network_timeout=5,
         )
 
+    def fetch(self, sql: str):
+        """The result of one statement as a pandas DataFrame (a connector connection of its own)."""
+        import snowflake.connector
+
+        conn = snowflake.connector.connect(**self.connect_kwargs())
+        try:
+            cur = conn.cursor()
+            cur.execute(sql)
+            return cur.fetch_arrow_all().to_pandas()
+        finally:
+            conn.close()
+
     @contextmanager
     def session(self, **configs) -> Iterator:
         """A Snowpark Session on this server, closed at the end while the server is up.

@@ -194,17 +194,118 @@ def test_store_without_logged_models_gets_run_artifacts(trained, local_tracker, 
     ]
 
 
-@pytest.mark.parametrize("objective, label", [("multiclass", "PLAN"), ("regression", "AMOUNT")])
-def test_other_objectives_serve_raw_rows_too(objective, label, tmp_path):
+def test_regression_serves_raw_rows_too(tmp_path):
     import mlflow
 
-    table = pa.Table.from_pandas(raw_table().to_pandas().dropna(subset=[label]), preserve_index=False)
-    data = OmegaConf.merge(OmegaConf.structured(DataConfig), {"table": "T", "entity_key": "ID", "label": label})
-    model = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"num_boost_round": 10, "early_stopping_rounds": 0})
-    model.params.objective = objective
-    prepared = prepare(table, data, objective)
-    result = train(prepared, model)
+    table = pa.Table.from_pandas(raw_table().to_pandas().dropna(subset=["AMOUNT"]), preserve_index=False)
+    prepared, result = _trained(table, "AMOUNT", "regression")
     save_model(tmp_path / "model", result.booster, prepared)
     X, _, keys = prepared.parts["valid"]
     got = mlflow.pyfunc.load_model(str(tmp_path / "model")).predict(rows_of(table.to_pandas(), keys))
+    assert isinstance(got, np.ndarray) and got.shape == (len(keys),)
     assert np.allclose(got, result.booster.predict(X, num_iteration=result.best_iteration), rtol=0, atol=1e-12)
+
+
+def _trained(table: pa.Table, label: str, objective: str, positive_class=None):
+    data = OmegaConf.merge(OmegaConf.structured(DataConfig), {"table": "T", "entity_key": "ID", "label": label})
+    model = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"num_boost_round": 10, "early_stopping_rounds": 0})
+    model.params.objective = objective
+    prepared = prepare(table, data, objective, positive_class)
+    return prepared, train(prepared, model)
+
+
+def sklearn_table(dataset: str) -> pa.Table:
+    """A scikit-learn data set (bundled) as feature rows: ID, the features, LABEL the class names."""
+    import sklearn.datasets
+
+    bunch = getattr(sklearn.datasets, f"load_{dataset}")(as_frame=True)
+    frame = bunch.frame.drop(columns="target")
+    frame.columns = [c.upper().replace(" ", "_").replace("/", "_") for c in frame.columns]
+    frame.insert(0, "ID", np.arange(1, len(frame) + 1))
+    frame["LABEL"] = np.asarray(bunch.target_names)[bunch.target]
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+@pytest.mark.parametrize("dataset", ["wine", "iris"])
+def test_multiclass_returns_the_label_and_a_probability_column_per_class(dataset, tmp_path):
+    import mlflow
+    from mlflow.models import Model
+
+    table = sklearn_table(dataset)
+    prepared, result = _trained(table, "LABEL", "multiclass")
+    save_model(tmp_path / "model", result.booster, prepared)
+    classes = sorted(set(table["LABEL"].to_pylist()))
+    columns = ["prediction", *(f"proba_{c}" for c in classes)]
+    X, y, keys = prepared.parts["valid"]
+    rows = rows_of(table.to_pandas(), keys)
+    got = mlflow.pyfunc.load_model(str(tmp_path / "model")).predict(rows)
+    assert isinstance(got, pd.DataFrame) and list(got.columns) == columns and got.index.equals(rows.index)
+    booster = result.booster.predict(X, num_iteration=result.best_iteration)
+    assert np.allclose(got[columns[1:]].to_numpy(), booster, rtol=0, atol=1e-12)
+    assert got["prediction"].tolist() == [classes[i] for i in booster.argmax(axis=1)]
+    assert (got["prediction"] == rows["LABEL"]).mean() > 0.8  # a real model of the data
+    outputs = Model.load(str(tmp_path / "model" / "MLmodel")).signature.outputs.to_dict()
+    assert [(c["name"], c["type"]) for c in outputs] == [("prediction", "string")] + [
+        (c, "double") for c in columns[1:]
+    ]
+    spec = json.loads((tmp_path / "model" / "artifacts" / "encoding.json").read_text())
+    assert spec["classes"] == classes and "positive_class" not in spec
+
+    # runner.score reads the classes from the signature: PREDICTION and PROBA_<LABEL> columns.
+    from runner.score.output import output_of, prediction_values
+
+    model = mlflow.pyfunc.load_model(str(tmp_path / "model"))
+    output = output_of(model, "runs:/r/model")
+    assert output.names == ["PREDICTION", *(f"PROBA_{c.upper()}" for c in classes)]
+    values = prediction_values(output, model.predict(rows), len(rows), "runs:/r/model")
+    assert list(values) == output.names and values["PREDICTION"].tolist() == got["prediction"].tolist()
+    assert np.array_equal(np.column_stack([values[n] for n in output.names[1:]]), got[columns[1:]].to_numpy())
+
+
+def test_scoring_refuses_a_multiclass_output_without_class_names():
+    """A multiclass model logged before its output named its classes: a (-1, k) tensor."""
+    from types import SimpleNamespace
+
+    from mlflow.types.schema import Schema, TensorSpec
+
+    from runner.errors import ConfigError
+    from runner.score.output import output_of
+
+    def of(shape):
+        schema = Schema([TensorSpec(np.dtype("float64"), shape)])
+        return output_of(SimpleNamespace(metadata=SimpleNamespace(get_output_schema=lambda: schema)), "models:/old/1")
+
+    with pytest.raises(ConfigError, match=r"^MODEL_URI 'models:/old/1': the model returns 3 unnamed values per row"):
+        of((-1, 3))
+    assert of((-1,)).names == ["PREDICTION"] and not of((-1,)).multiclass  # binary, regression
+
+
+def test_multiclass_of_numbers_predicts_numbers(tmp_path):
+    import mlflow
+
+    table = sklearn_table("wine")
+    table = table.set_column(table.num_columns - 1, "LABEL", pa.array(pd.factorize(table["LABEL"].to_numpy())[0] + 1))
+    prepared, result = _trained(table, "LABEL", "multiclass")
+    save_model(tmp_path / "model", result.booster, prepared)
+    model = mlflow.pyfunc.load_model(str(tmp_path / "model"))
+    got = model.predict(rows_of(table.to_pandas(), prepared.parts["test"][2]))
+    assert list(got.columns) == ["prediction", "proba_1", "proba_2", "proba_3"]
+    assert got["prediction"].dtype == np.int64 and set(got["prediction"]) <= {1, 2, 3}
+    assert model.metadata.signature.outputs.to_dict()[0] == {"type": "long", "name": "prediction", "required": True}
+
+
+def test_a_binary_label_of_two_strings_serves_the_positive_class_probability(tmp_path, capsys):
+    import mlflow
+
+    table = sklearn_table("breast_cancer")  # malignant / benign
+    prepared, result = _trained(table, "LABEL", "binary", positive_class="benign")
+    assert "runner: binary label LABEL: positive class 'benign' (model.positive_class)" in capsys.readouterr().out
+    save_model(tmp_path / "model", result.booster, prepared)
+    X, y, keys = prepared.parts["valid"]
+    rows = rows_of(table.to_pandas(), keys)
+    got = mlflow.pyfunc.load_model(str(tmp_path / "model")).predict(rows)
+    assert isinstance(got, np.ndarray) and got.shape == (len(keys),)  # as for a 0/1 label
+    assert np.allclose(got, result.booster.predict(X, num_iteration=result.best_iteration), rtol=0, atol=1e-12)
+    assert ((got >= 0.5) == (rows["LABEL"] == "benign")).mean() > 0.9  # P(benign)
+    spec = json.loads((tmp_path / "model" / "artifacts" / "encoding.json").read_text())
+    assert spec["classes"] == ["malignant", "benign"] and spec["positive_class"] == "benign"

@@ -43,8 +43,8 @@ def test_dates_are_refused_naming_the_column():
         ([1, None, 0], "binary", "null in 1 rows"),
         ([None, None], "binary", "null in every row"),
         ([1, 1, 1], "binary", "is constant"),
-        ([0, 2, 1], "binary", "must be 0/1"),
-        (["a", "b"], "binary", "non-numeric"),
+        ([0, 2, 1], "binary", r"has 3 distinct values \(0, 1, 2\)"),
+        (["a", "b", "a", "c"], "binary", r"has 3 distinct values \('a', 'b', 'c'\)"),
         (["a", "b"], "regression", "is not numeric"),
     ],
 )
@@ -176,3 +176,24 @@ def test_num_class_set_to_another_count_than_the_label_has_is_refused():
     model.params.num_class = 5
     with pytest.raises(ConfigError, match=r"model.params.num_class=5, but the label has 3 classes \(0, 1, 2\)"):
         lgb_params(model, prepared)
+
+
+def test_a_column_null_in_every_row_is_not_a_feature_and_is_said_once(capsys):
+    """breast_cancer with an all-null text column (a field nobody filled in) and an all-null number."""
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame
+    frame.insert(0, "ID", range(len(frame)))
+    frame["NOTES"] = pd.Series([None] * len(frame), dtype="object")
+    frame["SCORE"] = float("nan")
+    cfg = OmegaConf.create(
+        {"entity_key": "ID", "label": "target", "drop": [], "split": {"valid": 0.2, "test": 0.2, "salt": "s"}}
+    )
+    prepared = prepare(pa.Table.from_pandas(frame, preserve_index=False), cfg, "binary")
+    assert prepared.all_null == ["NOTES", "SCORE"]
+    assert "NOTES" not in prepared.features and "SCORE" not in prepared.features and len(prepared.features) == 30
+    X = prepared.parts["train"][0]
+    assert list(X.columns) == prepared.features and X.to_numpy().flags["F_CONTIGUOUS"]
+    assert X["mean radius"].notna().all()
+    out = capsys.readouterr().out
+    assert "not used as features: NOTES, SCORE (listed in tag runner.features.all_null)" in out

@@ -52,9 +52,10 @@ def _check_unique(keys: Any, column: str, setting: str) -> None:
         return
     distinct = len(keys) - int(np.count_nonzero(repeated))
     example = keys[1:][repeated][0]
+    shown = example.item() if hasattr(example, "item") else example  # 9.742, not np.float64(9.742)
     raise DataError(
         f"data.entity_key={setting!r} is not unique in the feature result ({len(keys)} rows, {distinct} "
-        f"entities; e.g. {example!r} in {int(np.count_nonzero(keys == example))} rows): the definition must "
+        f"entities; e.g. {shown!r} in {int(np.count_nonzero(keys == example))} rows): the definition must "
         f"give one row per entity (column {column!r}), as the split hashes the key"
     )
 

@@ -27,6 +27,11 @@ BINNING_PARAMS = (
     "categorical_feature",
     "max_bin_by_feature",
     "linear_tree",
+    # The sample the bins are found on (bin_construct_sample_cnt rows, 200,000 by default) is
+    # drawn from the seed: without it a Dataset built before lgb.train would use LightGBM's
+    # default data_random_seed, not model.params.seed, and differ from plain lgb.train.
+    "seed",
+    "data_random_seed",
 )
 
 

@@ -116,6 +116,10 @@ class ModelConfig:
     # objective=binary with a label of two values other than 0/1 (e.g. 'malignant'/'benign'):
     # the value whose probability the model predicts; null: the one that sorts last.
     positive_class: Optional[str] = None
+    # Train on this fraction of the training rows (a sample fixed by row_seed; the validation
+    # and test rows stay whole): what a sweep's cheap evaluations use (docs/sweeps.md).
+    row_fraction: float = 1.0
+    row_seed: int = 0
 
 
 @dataclass

@@ -18,6 +18,7 @@ OPTUNA_METRICS = "RUNNER_OPTUNA_METRICS"
 OPTUNA_MODEL_DIR = "RUNNER_OPTUNA_MODEL_DIR"
 # The artifact of the parent run keeping the trials' base config (runner.base_config tag).
 OPTUNA_BASE_CONFIG = "RUNNER_OPTUNA_BASE_CONFIG"
+OPTUNA_HALVING = "RUNNER_OPTUNA_HALVING"  # "min_fraction,reduction_factor": trials train in rungs
 
 # A database password for hydra.sweeper.storage, as ${oc.env:RUNNER_STORAGE_PASSWORD}.
 STORAGE_PASSWORD = "RUNNER_STORAGE_PASSWORD"

@@ -30,6 +30,7 @@ class Tag:
     WAREHOUSE_STARTED = "runner.warehouse.started"
     OBJECTIVE = "runner.objective"
     ALL_NULL = "runner.features.all_null"  # columns null in every row: not used as features
+    ROW_FRACTION = "runner.row_fraction"  # a sweep trial's last rung: the fraction of training rows
     # sweeps: the parent and its trials
     SWEEP = "runner.sweep"  # "basic" (grid parent) or "runner_optuna" (parent and trials)
     SWEEP_SWEEPER = "runner.sweep.sweeper"

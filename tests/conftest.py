@@ -89,3 +89,14 @@ def tracking(uri: str):
         yield
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def run_rerun(run_id: str, tracking_uri: str, cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """`python -m runner.rerun RUN_ID --tracking-uri URI OVERRIDES` in cwd."""
+    return subprocess.run(
+        [sys.executable, "-m", "runner.rerun", run_id, "--tracking-uri", tracking_uri, *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

@@ -19,7 +19,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import run_runner
+from tests.conftest import run_rerun, run_runner
 from tests.support.sigv4_proxy import Sigv4Proxy
 
 pytestmark = pytest.mark.integration
@@ -195,13 +195,12 @@ def test_any_trial_reruns_from_mlflow_alone(main_sweep, mlflow_server, tmp_path)
     best_id = parent.data.tags["best.run_id"]
     assert done[0].info.run_id == best_id and len(done) >= 2
     for old in (done[0], done[-1]):
-        res = subprocess.run(
-            [sys.executable, "-m", "runner.rerun", old.info.run_id, "--tracking-uri", mlflow_server.url]
-            + [f"tracker.uri={mlflow_server.url}", f"tracker.experiment={experiment}-rerun"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
+        res = run_rerun(
+            old.info.run_id,
+            mlflow_server.url,
+            tmp_path,
+            f"tracker.uri={mlflow_server.url}",
+            f"tracker.experiment={experiment}-rerun",
         )
         assert res.returncode == 0, res.stderr[-3000:]
         new = client.get_run(re.search(r"runner: run ([0-9a-f]{32}) FINISHED", res.stdout).group(1))

@@ -48,6 +48,8 @@ from runner.tracking.lifecycle import LEFT_RUNNING, Run
 from . import _custom, _display, _recovery, _results, _settings
 from ._budget import Budget
 from ._compose import Composer, split_arguments
+from ._halving import Halving, why_plain
+from ._halving import pruner as halving_pruner
 from ._launcher import check_launcher, launched_trial, run_batches
 from ._lineage import keep_base_config, log_lineage
 from ._loop import run_threads
@@ -173,9 +175,29 @@ class RunnerOptunaSweeperImpl:
         metrics, directions = objective(settings.metric, settings.direction, base)
         sampler = build("sampler", settings.sampler, space)
         pruner = build("pruner", settings.pruner, space)
+        halving = Halving(settings.min_fraction, settings.reduction_factor)
+        halving.check()
+        plain = why_plain(settings.strategy, pruner[1]["name"], sampler[1]["name"], len(directions), hook is not None)
+        if plain:
+            _display.say(f"runner: every trial on all rows (as hydra.sweeper.strategy=plain): {plain}")
+        if plain is None:
+            options = {"min_resource": 1, "reduction_factor": halving.factor, "min_early_stopping_rate": 0}
+            pruner = (halving_pruner(halving.factor), {"name": "SuccessiveHalvingPruner", "options": options})
         choices = OmegaConf.select(self.config, "hydra.runtime.choices", default={}) or {}
         study_name = settings.study_name or f"runner-{choices.get('sweep') or base.tracker.experiment}"
-        return Plan(settings, composer, space, base, hook, metrics, directions, study_name, sampler, pruner)
+        return Plan(
+            settings,
+            composer,
+            space,
+            base,
+            hook,
+            metrics,
+            directions,
+            study_name,
+            sampler,
+            pruner,
+            halving=halving if plain is None else None,
+        )
 
     def _open(self, plan: Plan, started: float) -> Tuple[Sweep, Budget]:
         """Step 3: the data prefetched while the study opens; the study and its trial budget."""
@@ -251,8 +273,9 @@ class RunnerOptunaSweeperImpl:
             settings.report_every,
             (Path.cwd() / ".runner" / "models" / safe_name(study_name)).resolve(),
             self.stop,
-            prune=plan.pruner[1]["name"] != "NopPruner",
+            prune=plan.pruner[1]["name"] != "NopPruner" and plan.halving is None,
             base_config=keep_base_config(tracker, parent.id, composer),
+            halving=plan.halving,
         )
         loop_started = time.perf_counter()
         self._trials_started = True

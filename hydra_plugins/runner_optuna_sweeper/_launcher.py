@@ -25,6 +25,7 @@ from runner.secrets import redact_url, scrub
 
 from ._budget import Budget
 from ._compose import Composer
+from ._halving import halving_from_env
 from ._lineage import trial_context
 from ._liveness import owner_info
 from ._loop import start_heartbeat
@@ -97,6 +98,7 @@ def launched_trial(cfg: DictConfig) -> Dict[str, Any]:
             model_dir=Path(os.environ[env.OPTUNA_MODEL_DIR]),
             prune=report_every > 0,
             base_config=os.environ.get(env.OPTUNA_BASE_CONFIG) or None,
+            halving=halving_from_env(os.environ.get(env.OPTUNA_HALVING)),
         )
         tracker = Tracker(cfg.tracker)
     except KeyError as exc:
@@ -144,6 +146,7 @@ def run_batches(
         env.OPTUNA_METRICS: ",".join(ctx.metrics),
         env.OPTUNA_REPORT_EVERY: str(ctx.report_every if ctx.prune else 0),
         env.OPTUNA_MODEL_DIR: str(ctx.model_dir),
+        env.OPTUNA_HALVING: f"{ctx.halving.min_fraction},{ctx.halving.factor}" if ctx.halving else "",
     }
     if redact_url(storage_url) == storage_url:  # never a password on a job's command line
         job_env[env.OPTUNA_STORAGE] = storage_url

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ._compose import Composer
+from ._halving import Halving
 from ._search_space import SearchSpace
 from ._settings import Settings
 
@@ -24,6 +25,7 @@ class Plan:
     study_name: str
     sampler: Tuple[Any, Dict[str, Any]]  # the sampler and its description (name, options[, grid])
     pruner: Tuple[Any, Dict[str, Any]]
+    halving: Optional[Halving] = None  # the strategy: rungs on row subsets, or None (plain)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from runner.errors import RunnerError, first_line
 from runner.names import Prefix, Tag, TrialAttr
 
+from ._halving import Halving, RungTrainer
 from ._pruning import PruningCallback, SweepStopped
 from ._search_space import mlflow_key
 
@@ -46,6 +47,7 @@ class TrialContext:
     model_dir: Path
     stop: Optional[threading.Event] = None
     prune: bool = True  # False with NopPruner: no per-round report to the storage
+    halving: Optional[Halving] = None  # the default strategy's rungs on row subsets (_halving.py)
     # The parent's artifact keeping the trials' base config (_lineage.keep_base_config); None
     # when a config group is searched: then each trial uploads its own config.
     base_config: Optional[str] = None
@@ -83,13 +85,18 @@ def pruned_status(exc: BaseException) -> Optional[str]:
     return "KILLED" if _is_pruned(exc) or isinstance(exc, SweepStopped) else None
 
 
-def final_tags_for(values: Dict[str, Any]) -> Callable[[str, Optional[BaseException]], Dict[str, Any]]:
-    """JobHooks.final_tags of a trial with sampled `values`: its optuna.* tags for the run's end."""
+def final_tags_for(
+    values: Dict[str, Any], rungs: Optional[RungTrainer] = None
+) -> Callable[[str, Optional[BaseException]], Dict[str, Any]]:
+    """JobHooks.final_tags of a trial with sampled `values`: its optuna.* tags for the run's end
+    (and, trained in rungs, the fraction of training rows it reached)."""
 
     def final_tags(status: str, exc: Optional[BaseException] = None) -> Dict[str, Any]:
         stopped = isinstance(exc, SweepStopped)
         state = "FAIL" if stopped else {"FINISHED": "COMPLETE", "KILLED": "PRUNED"}.get(status, "FAIL")
         tags: Dict[str, Any] = {Tag.TRIAL_STATE: state, Tag.TRIAL_PARAMS: json.dumps(values, default=str)}
+        if rungs is not None:
+            tags[Tag.ROW_FRACTION] = rungs.fraction
         tags.update({f"{Prefix.TRIAL_PARAM}{mlflow_key(k)}": v for k, v in values.items()})
         if stopped:
             tags[Tag.INTERRUPTED] = str(exc)[:500]
@@ -111,13 +118,14 @@ def execute_trial(
     values_sampled = dict(trial.params)
     lgb_metric = cfg.model.metric or OBJECTIVES.get(cfg.model.params.objective)
     wanted = ctx.metrics[0].split("_", 1)[1] if ctx.metrics[0].startswith("valid_") else lgb_metric
+    rungs = RungTrainer(trial, ctx.halving, ctx.metrics[0]) if ctx.halving is not None else None
     callback = PruningCallback(
         trial,
         wanted,
         ctx.directions[0] == "maximize",
         ctx.report_every,
         stop=ctx.stop,
-        prune=ctx.prune and len(ctx.directions) == 1,
+        prune=ctx.prune and len(ctx.directions) == 1 and rungs is None,
     )
     run_ids: List[str] = []
 
@@ -147,9 +155,10 @@ def execute_trial(
         overrides=list(overrides),
         on_run=on_run,
         start_guard=start_guard,
-        final_tags=final_tags_for(values_sampled),
+        final_tags=final_tags_for(values_sampled, rungs),
         status_of=pruned_status,
         kind="trial",
+        train=rungs,
     )
     try:
         result = run_job(cfg, tracker=tracker, parent_run_id=ctx.parent_run_id, hooks=hooks)

@@ -142,6 +142,8 @@ def recorded_config(client: MlflowClient, run_id: str, tmp: str) -> str:
     cfg = OmegaConf.create(_download(client, parent, base, tmp))
     for key, value in json.loads(tags[Tag.TRIAL_PARAMS]).items():
         OmegaConf.update(cfg, key.lstrip("+~"), value, merge=True)
+    if Tag.ROW_FRACTION in tags:  # the trial's last evaluation (a pruned one: on a row sample)
+        OmegaConf.update(cfg, "model.row_fraction", float(tags[Tag.ROW_FRACTION]), merge=True)
     return OmegaConf.to_yaml(cfg)
 
 

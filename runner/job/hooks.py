@@ -24,6 +24,10 @@ class JobHooks:
     the parent run keeps their base config once, each trial its sampled values), else the
     run uploads config/resolved.yaml, what `python -m runner.rerun` reads. kind: the run's
     kind for the lifecycle's test kill points (`trial` -> trial_started, trial_ending).
+    train(prepared, model_cfg, callbacks, history): trains in place of runner.model.train
+    (a sweeper's rungs on row subsets) and returns its TrainResult; what it puts in
+    `history` (metric -> [(step, value, ms)]) is logged with the run, also when it raises
+    for a run ended on purpose (status_of).
     """
 
     run_name: Optional[str] = None
@@ -37,6 +41,7 @@ class JobHooks:
     status_of: Optional[Callable[[BaseException], Optional[str]]] = None
     log_config: bool = True
     kind: str = "run"
+    train: Optional[Callable[..., Any]] = None
 
     def tags_at_end(self, status: str, exc: Optional[BaseException] = None) -> Dict[str, Any]:
         return self.final_tags(status, exc) if self.final_tags else {}

@@ -80,12 +80,22 @@ def run_job(
         run.pending_tags.update(_feature_tags(features, prepared.objective))
         if prepared.all_null:
             run.pending_tags[Tag.ALL_NULL] = ",".join(prepared.all_null)
-        result = train(prepared, cfg.model, callbacks=hooks.callbacks)
+        history: Dict[str, Any] = {}
+        run.pending_history = history
+        if hooks.train is not None:
+            result = hooks.train(prepared, cfg.model, hooks.callbacks, history)
+        else:
+            result = train(prepared, cfg.model, callbacks=hooks.callbacks)
         metrics = dict(result.metrics)
         metrics.update({f"rows_{k}": float(v) for k, v in prepared.sizes.items()})
         metrics["features_seconds"] = features.seconds
         # One batch: the run's end tags ride with its params and metrics (3 requests a run).
-        run.log(params=params, metrics=metrics, tags={**run.pending_tags, **hooks.tags_at_end("FINISHED")})
+        run.log(
+            params=params,
+            metrics=metrics,
+            tags={**run.pending_tags, **hooks.tags_at_end("FINISHED")},
+            history=history,
+        )
         model_uri = _log_outputs(tracker, run.id, cfg, hooks, features, prepared, result.booster)
     seconds = time.perf_counter() - started
     return JobResult(

@@ -91,11 +91,35 @@ def datasets(prepared: Prepared, params: Dict[str, Any]) -> Tuple[lgb.Dataset, l
     return prepared.datasets[binning]
 
 
+def row_subset(prepared: Prepared, dtrain: lgb.Dataset, binning: Any, fraction: float, seed: int) -> lgb.Dataset:
+    """The training Dataset restricted to a sample of `fraction` of its rows (fixed by seed),
+    sharing the full Dataset's bins (LightGBM's Dataset.subset); built once per sample."""
+    import numpy as np
+
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"model.row_fraction must be in (0, 1], got {fraction}")
+    n = dtrain.num_data()
+    size = max(1, int(round(fraction * n)))
+    if size >= n:
+        return dtrain
+    key = (binning, "rows", size, seed)
+    if key not in prepared.datasets:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False)).astype(np.int32)
+        subset = dtrain.subset(rows.tolist(), params=dtrain.get_params())
+        subset.construct()
+        prepared.datasets[key] = subset
+    return prepared.datasets[key]
+
+
 def train(prepared: Prepared, model_cfg: DictConfig, callbacks: Sequence[Callable] = ()) -> TrainResult:
     import lightgbm as lgb
 
     params = lgb_params(model_cfg, prepared)
     dtrain, dvalid = datasets(prepared, params)
+    fraction = float(model_cfg.get("row_fraction", 1.0) or 1.0)
+    if fraction != 1.0:
+        binning = tuple((k, repr(params.get(k))) for k in BINNING_PARAMS)
+        dtrain = row_subset(prepared, dtrain, binning, fraction, int(model_cfg.get("row_seed", 0)))
     cbs = list(callbacks)
     if model_cfg.early_stopping_rounds and model_cfg.early_stopping_rounds > 0:
         cbs.append(lgb.early_stopping(model_cfg.early_stopping_rounds, verbose=False))

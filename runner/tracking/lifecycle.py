@@ -48,6 +48,7 @@ class Run:
     # Sent with the end if the block fails: what the run should carry whatever happens next.
     pending_tags: Dict[str, Any] = field(default_factory=dict)
     pending_params: Dict[str, Any] = field(default_factory=dict)  # only with a status_of status
+    pending_history: Dict[str, Any] = field(default_factory=dict)  # metric points, the same
     kept: Optional[Callable[[], str]] = None  # what an interrupt line says was kept
 
     def log(self, **kwargs: Any) -> None:
@@ -119,9 +120,10 @@ def _failed(
     """The end status for an exception out of the block, its tags sent (best effort)."""
     owned = status_of(exc) if status_of else None
     params: Dict[str, Any] = {}
+    history: Dict[str, Any] = {}
     if owned is not None:
         status, cause = owned, {}
-        params = run.pending_params
+        params, history = run.pending_params, run.pending_history
     elif isinstance(exc, KeyboardInterrupt):  # Ctrl-C / SIGTERM: the user stopped it
         status, cause = "KILLED", {Tag.INTERRUPTED: as_interrupted(exc).name}
         INTERRUPTS.keep(run.kept() if run.kept else f"run {run.id} ended KILLED")
@@ -131,7 +133,7 @@ def _failed(
         return status
     tags = {**cause, **run.pending_tags, **(final_tags(status, exc) if final_tags else {})}
     try:
-        run.log(params=params, tags=tags)
+        run.log(params=params, tags=tags, history=history)
     except Exception:  # noqa: BLE001 - the tracker itself may be what failed
         pass
     return status

@@ -1,0 +1,117 @@
+"""The default strategy (hydra.sweeper.strategy=halving): trials climb rungs of training rows
+(1/16, 1/4, all) while Optuna's SuccessiveHalvingPruner keeps them; what the MLflow record
+and the study say of it; a pruned trial's last rung re-created from MLflow alone; plain."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import run_rerun, run_runner
+from tests.support.sigv4_proxy import Sigv4Proxy
+from tests.test_sweep import API, runs_of, split, tracker_args, unique
+
+pytestmark = pytest.mark.integration
+
+# 48,000 rows of the synthetic table, ~38,400 to train: rungs of ~2,400, ~9,600 and all rows.
+DATA = ["data=synthetic", "data.demo.rows=48000", "data.demo.n_features=10", "model.num_boost_round=30"]
+TRIALS = 8
+
+
+@pytest.fixture(scope="module")
+def halving_sweep(mlflow_server, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("halving")
+    experiment = unique("halving")
+    with Sigv4Proxy(mlflow_server.url, verify=False) as door:
+        proc = run_runner(
+            ["sweep=lightgbm", *DATA, f"hydra.sweeper.n_trials={TRIALS}", "hydra.sweeper.sampler.seed=0"]
+            + tracker_args(door.url, experiment),
+            cwd,
+            multirun=True,
+        )
+        sent = list(door.requests)
+    return cwd, experiment, proc, sent
+
+
+def test_trials_climb_rungs_and_only_all_rows_trials_count(halving_sweep, mlflow_server):
+    cwd, experiment, proc, _ = halving_sweep
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    study = optuna.load_study(
+        study_name="runner-lightgbm", storage=f"sqlite:///{cwd}/.runner/optuna/runner-lightgbm.db"
+    )
+    states = Counter(t.state.name for t in study.trials)
+    assert sum(states.values()) == TRIALS and states["PRUNED"] >= 1 and states["COMPLETE"] >= 1, states
+    assert set(states) <= {"COMPLETE", "PRUNED"}
+    client = MlflowClient(mlflow_server.url)
+    (parent,), children = split(runs_of(client, experiment))
+    assert parent.data.tags["optuna.pruner"] == "SuccessiveHalvingPruner"
+    assert len(children) == TRIALS  # one run per configuration, whatever its rungs
+    n = next(int(c.data.metrics["rows_train"]) for c in children if c.info.status == "FINISHED")
+    for child in children:
+        fraction = float(child.data.tags["runner.row_fraction"])
+        points = client.get_metric_history(child.info.run_id, "valid_auc_by_train_rows")
+        rows = [p.step for p in sorted(points, key=lambda p: p.step)]
+        assert rows == [round(n / 16), round(n / 4), n][: len(rows)], rows
+        if child.data.tags["optuna.state"] == "COMPLETE":
+            assert child.info.status == "FINISHED" and fraction == 1.0 and len(rows) == 3
+            assert max(points, key=lambda p: p.step).value == child.data.metrics["valid_auc"]
+        else:
+            assert child.info.status == "KILLED" and fraction < 1.0 and len(rows) in (1, 2)
+            assert "stopped after" in child.data.tags["runner.pruned"]
+    # The parent's best-so-far history: one point per all-rows trial.
+    best = client.get_metric_history(parent.info.run_id, "best_valid_auc")
+    assert len(best) == states["COMPLETE"]
+    assert max(p.value for p in best) == parent.data.metrics["best_value"]
+
+
+def test_three_tracking_requests_per_configuration(halving_sweep):
+    *_, sent = halving_sweep
+    calls = Counter(path for _, path in sent)
+    assert calls[f"{API}/runs/create"] == 1 + TRIALS and calls[f"{API}/runs/update"] == 1 + TRIALS
+    assert calls[f"{API}/runs/log-batch"] - 4 <= TRIALS, calls  # the parent: params, resume tags, results, status
+
+
+def test_a_pruned_trial_reruns_on_its_last_rung(halving_sweep, mlflow_server, tmp_path):
+    _, experiment, *_ = halving_sweep
+    client = MlflowClient(mlflow_server.url)
+    _, children = split(runs_of(client, experiment))
+    pruned = next(c for c in children if c.data.tags["optuna.state"] == "PRUNED")
+    last = max(client.get_metric_history(pruned.info.run_id, "valid_auc_by_train_rows"), key=lambda p: p.step)
+    res = run_rerun(
+        pruned.info.run_id,
+        mlflow_server.url,
+        tmp_path,
+        f"tracker.uri={mlflow_server.url}",
+        f"tracker.experiment={experiment}-rerun",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    new = client.get_run(re.search(r"runner: run ([0-9a-f]{32}) FINISHED", res.stdout).group(1))
+    assert new.data.params["model.row_fraction"] == pruned.data.tags["runner.row_fraction"]
+    assert new.data.metrics["valid_auc"] == last.value
+    assert new.data.metrics["rows_train"] > last.step  # the split is whole; the model trained on the sample
+
+
+def test_plain_trains_every_trial_on_all_rows(tmp_path):
+    proc = run_runner(
+        ["sweep=lightgbm", *DATA, "hydra.sweeper.n_trials=3", "hydra.sweeper.strategy=plain"], tmp_path, multirun=True
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "every trial on all rows (as hydra.sweeper.strategy=plain)" not in proc.stdout + proc.stderr
+    study = optuna.load_study(
+        study_name="runner-lightgbm", storage=f"sqlite:///{tmp_path}/.runner/optuna/runner-lightgbm.db"
+    )
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    assert all(not t.intermediate_values for t in study.trials)
+
+
+def test_a_pruner_of_its_own_runs_plain_and_says_so(tmp_path):
+    proc = run_runner(
+        ["sweep=lightgbm", *DATA, "hydra.sweeper.n_trials=2", "hydra/sweeper/pruner=median"], tmp_path, multirun=True
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    said = proc.stdout + proc.stderr
+    assert "every trial on all rows (as hydra.sweeper.strategy=plain): hydra/sweeper/pruner=MedianPruner" in said

@@ -205,6 +205,7 @@ class Bench:
             f"hydra.sweeper.n_trials={a.trials}",
             "hydra.sweeper.sampler.seed=0",
             "hydra/sweeper/pruner=nop",
+            "hydra.sweeper.strategy=plain",  # the loop it replaces: every trial on all rows
             "hydra.sweeper.study_name=bench",
             *extra,
         ]

@@ -127,7 +127,7 @@ from flaml.automl.data import get_output_from_log
 automl = AutoML()
 automl.fit(X, y, X_val=Xv, y_val=yv, task="classification", metric="roc_auc", estimator_list=["lgbm"],
            time_budget=args["budget"], seed=args["seed"], log_file_name=args["log"], verbose=0, n_jobs=2)
-times, _, _, best_losses, _ = get_output_from_log(args["log"], time_budget=args["budget"])
+times, best_losses, _, _, _ = get_output_from_log(args["log"], time_budget=args["budget"])
 print(json.dumps({"history": [[float(t), 1 - float(l)] for t, l in zip(times, best_losses)]}))
 """
 
@@ -258,6 +258,8 @@ def draw(results: Dict[int, Dict[str, Dict[str, Any]]], workload: str, path: Pat
                 alpha=0.8,
                 label=f"{variant}" if seed == min(results) else None,
             )
+    tops = [max(v for _, v in res["history"]) for got in results.values() for res in got.values()]
+    ax.set_ylim(max(tops) - 0.006, max(tops) + 0.0005)  # the last few thousandths: where they differ
     ax.set_xlabel("seconds since the process started (FLAML: since fit started)")
     ax.set_ylabel("best valid AUC so far")
     ax.set_title(f"{workload}: best-so-far, seeds {', '.join(map(str, sorted(results)))}")

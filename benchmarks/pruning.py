@@ -82,6 +82,7 @@ def sweep_cmd(a, name: str, seed: int, overrides: List[str], out: Path) -> List[
         f"model.params.num_threads={a.threads}",
         f"hydra.sweeper.n_trials={a.trials}",
         f"hydra.sweeper.sampler.seed={seed}",
+        "hydra.sweeper.strategy=plain",  # pruning on boosting rounds, every trial on all rows
         f"hydra.sweeper.study_name={study}",
         f"hydra.sweeper.storage=sqlite:///{out / 'studies' / (study + '.db')}",
         f"tracker.dir={out / 'mlruns'}",

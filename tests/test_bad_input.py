@@ -42,7 +42,7 @@ CASES = [
         2,
     ),
     ("empty-result", NO_FEATURES + ["data.query='select * from CUSTOMERS where 1 = 0'"], "empty", 2),
-    ("non-numeric-label", ["data.label=PLAN"], "non-numeric", 2),
+    ("three-valued-binary-label", ["data.label=PLAN"], "model.params.objective=binary needs two", 2),
     ("bad-objective", ["model.params.objective=ranking"], "model.params.objective", 2),
     ("bad-split", ["data.split.valid=0.7", "data.split.test=0.5"], "data.split", 2),
     ("bad-features-target", ["data.features._target_=runner.nope.fn"], "data.features", 2),

@@ -17,5 +17,5 @@ def test_help_lists_groups_without_composing(tmp_path):
     )
     assert res.returncode == 0
     assert "tracker: local, sagemaker, server" in res.stdout
-    assert "data: demo, snowflake" in res.stdout
+    assert "data: demo, file, snowflake" in res.stdout
     assert not list(tmp_path.iterdir())  # no output folder, nothing run

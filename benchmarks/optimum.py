@@ -79,13 +79,15 @@ def workload_args(name: str, work: Path) -> List[str]:
 def sweep(variant: str, seed: int, n_trials: int, data: List[str], work: Path, env: Dict[str, str]) -> Dict[str, Any]:
     """One sweep as a whole process; its wall time and the parent's best-so-far history."""
     tag = f"{variant}-s{seed}-{int(time.time())}"
+    options = data[:2] if data[:1] == ["--config-dir"] else []  # Hydra's options before the overrides
     cmd = [
         sys.executable,
         "-m",
         "runner",
+        *options,
         "--multirun",
         "sweep=lightgbm",
-        *data,
+        *data[len(options) :],
         f"hydra.sweeper.n_trials={n_trials}",
         f"hydra.sweeper.sampler.seed={seed}",
         f"hydra.sweeper.strategy={variant}",

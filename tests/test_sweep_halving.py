@@ -1,4 +1,4 @@
-"""The default strategy (hydra.sweeper.strategy=halving): trials climb rungs of training rows
+"""The halving strategy (hydra.sweeper.strategy=halving): trials climb rungs of training rows
 (1/16, 1/4, all) while Optuna's SuccessiveHalvingPruner keeps them; what the MLflow record
 and the study say of it; a pruned trial's last rung re-created from MLflow alone; plain."""
 
@@ -19,6 +19,7 @@ pytestmark = pytest.mark.integration
 
 # 48,000 rows of the synthetic table, ~38,400 to train: rungs of ~2,400, ~9,600 and all rows.
 DATA = ["data=synthetic", "data.demo.rows=48000", "data.demo.n_features=10", "model.num_boost_round=30"]
+HALVING = [*DATA, "hydra.sweeper.strategy=halving"]
 TRIALS = 8
 
 
@@ -28,7 +29,7 @@ def halving_sweep(mlflow_server, tmp_path_factory):
     experiment = unique("halving")
     with Sigv4Proxy(mlflow_server.url, verify=False) as door:
         proc = run_runner(
-            ["sweep=lightgbm", *DATA, f"hydra.sweeper.n_trials={TRIALS}", "hydra.sweeper.sampler.seed=0"]
+            ["sweep=lightgbm", *HALVING, f"hydra.sweeper.n_trials={TRIALS}", "hydra.sweeper.sampler.seed=0"]
             + tracker_args(door.url, experiment),
             cwd,
             multirun=True,
@@ -95,10 +96,8 @@ def test_a_pruned_trial_reruns_on_its_last_rung(halving_sweep, mlflow_server, tm
     assert new.data.metrics["rows_train"] > last.step  # the split is whole; the model trained on the sample
 
 
-def test_plain_trains_every_trial_on_all_rows(tmp_path):
-    proc = run_runner(
-        ["sweep=lightgbm", *DATA, "hydra.sweeper.n_trials=3", "hydra.sweeper.strategy=plain"], tmp_path, multirun=True
-    )
+def test_plain_the_default_trains_every_trial_on_all_rows(tmp_path):
+    proc = run_runner(["sweep=lightgbm", *DATA, "hydra.sweeper.n_trials=3"], tmp_path, multirun=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "every trial on all rows (as hydra.sweeper.strategy=plain)" not in proc.stdout + proc.stderr
     study = optuna.load_study(
@@ -110,7 +109,7 @@ def test_plain_trains_every_trial_on_all_rows(tmp_path):
 
 def test_a_pruner_of_its_own_runs_plain_and_says_so(tmp_path):
     proc = run_runner(
-        ["sweep=lightgbm", *DATA, "hydra.sweeper.n_trials=2", "hydra/sweeper/pruner=median"], tmp_path, multirun=True
+        ["sweep=lightgbm", *HALVING, "hydra.sweeper.n_trials=2", "hydra/sweeper/pruner=median"], tmp_path, multirun=True
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     said = proc.stdout + proc.stderr

@@ -1,4 +1,4 @@
-"""The default strategy (hydra.sweeper.strategy=halving): successive halving on training rows.
+"""The halving strategy (hydra.sweeper.strategy=halving): successive halving on training rows.
 
 Each trial is one configuration. It trains first on a sample of min_fraction of the training
 rows (the validation rows stay whole), reports the validation metric to the study at step 1,

@@ -159,11 +159,22 @@ def main() -> None:
     p.add_argument("--seeds", default="0", help="comma-separated sampler seeds")
     p.add_argument("--n-trials", type=int, default=30)
     p.add_argument("--tolerance", type=float, default=0.0005)
-    p.add_argument("--variants", default="plain,halving,flaml")
+    p.add_argument("--variants", default="plain,fast,flaml", help="plain, fast (the default), halving, flaml")
     p.add_argument("--workdir", help="default: a temp folder")
     p.add_argument("--png", help="draw best-so-far against seconds to this file")
     p.add_argument("--json", help="append the raw results to this file (JSON lines)")
+    p.add_argument("--report", help="run nothing: the table (and --png) from this JSON lines file")
     a = p.parse_args()
+    if a.report:
+        merged: Dict[int, Dict[str, Dict[str, Any]]] = {}
+        for line in Path(a.report).read_text().splitlines():
+            row = json.loads(line)
+            if row.pop("workload") == a.workload and row.pop("n_trials") == a.n_trials:
+                merged.setdefault(row.pop("seed"), {}).update(row)  # later lines win
+        report(merged, a.workload, a.tolerance, a.n_trials)
+        if a.png:
+            draw(merged, a.workload, Path(a.png))
+        return
     work = Path(a.workdir or tempfile.mkdtemp(prefix="runner-optimum-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
@@ -191,7 +202,7 @@ def main() -> None:
                 flush=True,
             )
         if "flaml" in variants:
-            budget = got.get("halving", got.get("plain", {})).get("wall", 120.0)
+            budget = got.get("fast", got.get("halving", got.get("plain", {}))).get("wall", 120.0)
             got["flaml"] = flaml(seed, budget, data, work, env)
             print(f"[optimum] {a.workload} seed {seed} flaml: best {got['flaml']['best']:.5f}", file=sys.stderr)
         results[seed] = got
@@ -216,8 +227,8 @@ def report(results: Dict[int, Dict[str, Dict[str, Any]]], workload: str, toleran
         target = plain["best"] if plain else None
         cells = [str(seed)]
         cells += [f"{plain['wall']:.1f}", f"{plain['best']:.5f}"] if plain else ["-", "-"]
-        fast = got.get("halving")
-        if fast and target is not None:
+        fast = got.get("fast", got.get("halving"))
+        if fast and plain and target is not None:
             t = reach(fast["history"], target, tolerance)
             ratio = t / plain["wall"] if t is not None else None
             if ratio is not None:
@@ -247,7 +258,7 @@ def draw(results: Dict[int, Dict[str, Dict[str, Any]]], workload: str, path: Pat
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    colors = {"plain": "tab:gray", "halving": "tab:blue", "flaml": "tab:orange"}
+    colors = {"plain": "tab:gray", "fast": "tab:blue", "halving": "tab:green", "flaml": "tab:orange"}
     for seed, got in sorted(results.items()):
         for variant, res in got.items():
             xs = [t for t, _ in res["history"]]

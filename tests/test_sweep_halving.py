@@ -1,9 +1,12 @@
 """The halving strategy (hydra.sweeper.strategy=halving): trials climb rungs of training rows
 (1/16, 1/4, all) while Optuna's SuccessiveHalvingPruner keeps them; what the MLflow record
-and the study say of it; a pruned trial's last rung re-created from MLflow alone; plain."""
+and the study say of it; a pruned trial's last rung re-created from MLflow alone; the default
+strategy (fast: trials at once, the wide space) and plain (the former sweep)."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections import Counter
 
@@ -11,7 +14,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import run_rerun, run_runner
+from tests.conftest import run_rerun, run_runner, store
 from tests.support.sigv4_proxy import Sigv4Proxy
 from tests.test_sweep import API, runs_of, split, tracker_args, unique
 
@@ -96,15 +99,40 @@ def test_a_pruned_trial_reruns_on_its_last_rung(halving_sweep, mlflow_server, tm
     assert new.data.metrics["rows_train"] > last.step  # the split is whole; the model trained on the sample
 
 
-def test_plain_the_default_trains_every_trial_on_all_rows(tmp_path):
-    proc = run_runner(["sweep=lightgbm", *DATA, "hydra.sweeper.n_trials=3"], tmp_path, multirun=True)
+def strategy_sweep(tmp_path, args):
+    """A 3-trial sweep into a local store: its study, the parent's tags, the children's params."""
+    proc = run_runner(["sweep=lightgbm", *DATA, "hydra.sweeper.n_trials=3", *args], tmp_path, multirun=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "every trial on all rows (as hydra.sweeper.strategy=plain)" not in proc.stdout + proc.stderr
+    assert "every trial on all rows (as hydra.sweeper.strategy=fast)" not in proc.stdout + proc.stderr
     study = optuna.load_study(
         study_name="runner-lightgbm", storage=f"sqlite:///{tmp_path}/.runner/optuna/runner-lightgbm.db"
     )
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3  # every trial on all rows
     assert all(not t.intermediate_values for t in study.trials)
+    client = MlflowClient(store(tmp_path))
+    (parent,), children = split(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+    return study, parent.data.tags, [c.data.params for c in children]
+
+
+def test_fast_the_default_runs_trials_at_once_over_the_wide_space(tmp_path):
+    cores = os.cpu_count() or 1
+    jobs = min(4, cores)
+    study, tags, params = strategy_sweep(tmp_path, [])
+    assert tags["optuna.n_jobs"] == str(jobs)
+    space = json.loads(tags["optuna.search_space"])
+    assert space["model.params.num_leaves"] == "tag(log, int(interval(4, 512)))"
+    assert space["model.params.feature_fraction"] == "interval(0.2, 1.0)"
+    if jobs > 1:  # LightGBM's threads split between the trials at once
+        assert {p["model.params.num_threads"] for p in params} == {str(cores // jobs)}
+
+
+def test_plain_is_the_former_sweep_one_trial_at_a_time(tmp_path):
+    study, tags, params = strategy_sweep(tmp_path, ["hydra.sweeper.strategy=plain"])
+    assert tags["optuna.n_jobs"] == "1"
+    space = json.loads(tags["optuna.search_space"])  # hydra.sweeper.plain_params
+    assert space["model.params.num_leaves"] == "int(interval(15, 255))"
+    assert all(15 <= t.params["model.params.num_leaves"] <= 255 for t in study.trials)
+    assert {p["model.params.num_threads"] for p in params} == {"0"}  # LightGBM's default: all cores
 
 
 def test_a_pruner_of_its_own_runs_plain_and_says_so(tmp_path):
@@ -113,4 +141,4 @@ def test_a_pruner_of_its_own_runs_plain_and_says_so(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     said = proc.stdout + proc.stderr
-    assert "every trial on all rows (as hydra.sweeper.strategy=plain): hydra/sweeper/pruner=MedianPruner" in said
+    assert "every trial on all rows (as hydra.sweeper.strategy=fast): hydra/sweeper/pruner=MedianPruner" in said

@@ -15,9 +15,9 @@ are recorded on the trial's run as the history `<metric>_by_train_rows` (step: t
 rows), and the last rung's fraction as tag runner.row_fraction: `python -m runner.rerun`
 of a pruned trial trains on that fraction.
 
-Plain (hydra.sweeper.strategy=plain, today's sweep: every trial on all rows) is used instead,
-said once, when the sweep has its own pruner, a grid sampler, several objectives, a
-custom_search_space, or too few training rows for the smallest rung (MIN_RUNG_ROWS).
+Every trial trains on all rows instead (as under strategy=fast), said once, when the sweep has
+its own pruner, a grid sampler, several objectives, a custom_search_space, or too few
+training rows for the smallest rung (MIN_RUNG_ROWS).
 """
 
 from __future__ import annotations
@@ -32,17 +32,17 @@ from runner.errors import ConfigError
 if TYPE_CHECKING:
     from optuna.trial import Trial
 
-STRATEGIES = ("halving", "plain")
+STRATEGIES = ("fast", "halving", "plain")
 # The smallest rung trains on at least this many rows; smaller fractions are left out, and a
-# training split smaller than min_fraction's reduction_factor-fold of it runs plain.
+# training split smaller than min_fraction's reduction_factor-fold of it trains on all rows.
 MIN_RUNG_ROWS = 2000
 
 
-def why_plain(strategy: str, pruner: str, sampler: str, objectives: int, custom: bool) -> Optional[str]:
-    """Why a sweep runs plain (None: halving)."""
+def why_all_rows(strategy: str, pruner: str, sampler: str, objectives: int, custom: bool) -> Optional[str]:
+    """Why every trial trains on all rows ("": the strategy has no rungs; None: halving's rungs)."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"hydra.sweeper.strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    if strategy == "plain":
+    if strategy != "halving":
         return ""
     if pruner != "NopPruner":
         return f"hydra/sweeper/pruner={pruner} prunes on boosting rounds"
@@ -66,7 +66,7 @@ def rungs(n_train: int, min_fraction: float, factor: int) -> List[float]:
 
 
 def halving_from_env(value: Optional[str]) -> Optional[Halving]:
-    """A launcher job's Halving, from what the sweep put in its environment ("" : plain)."""
+    """A launcher job's Halving, from what the sweep put in its environment ("": all rows)."""
     if not value:
         return None
     fraction, factor = value.split(",")
@@ -114,7 +114,7 @@ class RungTrainer:
         if len(fractions) == 1 and not self.halving.said:
             self.halving.said.append(
                 f"runner: {n_train} training rows: too few for rungs of at least {MIN_RUNG_ROWS} rows, "
-                "every trial trains on all rows (as hydra.sweeper.strategy=plain)"
+                "every trial trains on all rows (as hydra.sweeper.strategy=fast)"
             )
             print(self.halving.said[0], flush=True)
         points = history.setdefault(f"{self.metric}_by_train_rows", [])

@@ -48,7 +48,7 @@ from runner.tracking.lifecycle import LEFT_RUNNING, Run
 from . import _custom, _display, _recovery, _results, _settings
 from ._budget import Budget
 from ._compose import Composer, split_arguments
-from ._halving import Halving, why_plain
+from ._halving import Halving, why_all_rows
 from ._halving import pruner as halving_pruner
 from ._launcher import check_launcher, launched_trial, run_batches
 from ._lineage import keep_base_config, log_lineage
@@ -159,16 +159,19 @@ class RunnerOptunaSweeperImpl:
         assert self.config is not None, "setup() first"
         composer = Composer(self.config_loader, self.config)
         fixed_args, sweep_args = split_arguments(self.config_loader, arguments)
-        space = parse_space(settings.params or {}, sweep_args)
+        _settings.check(settings)
+        params, where = _settings.space_of(settings)
+        space = parse_space(params, sweep_args, where=where)
         if not space.distributions:
             raise ConfigError(
-                "hydra.sweeper.params is empty: nothing to search (e.g. sweep=lightgbm, or "
+                f"{where} is empty: nothing to search (e.g. sweep=lightgbm, or "
                 "model.params.num_leaves='int(interval(15,255))' on the command line)"
             )
-        _settings.check(settings)
+        choices = OmegaConf.select(self.config, "hydra.runtime.choices", default={}) or {}
+        n_jobs = _settings.workers(settings, self.in_process, upstream=choices.get("hydra/sweeper") == "optuna")
         if not self.in_process:
             check_launcher(self.config)  # no typed password pickled into job files
-        base = composer.set_base(fixed_args, space, settings.n_jobs, self.in_process)
+        base = composer.set_base(fixed_args, space, n_jobs, self.in_process)
         hook = _custom.load(settings.custom_search_space)
         if hook is not None:
             _custom.dry_run(hook, str(settings.custom_search_space), self.config, space, base)
@@ -177,13 +180,14 @@ class RunnerOptunaSweeperImpl:
         pruner = build("pruner", settings.pruner, space)
         halving = Halving(settings.min_fraction, settings.reduction_factor)
         halving.check()
-        plain = why_plain(settings.strategy, pruner[1]["name"], sampler[1]["name"], len(directions), hook is not None)
-        if plain:
-            _display.say(f"runner: every trial on all rows (as hydra.sweeper.strategy=plain): {plain}")
-        if plain is None:
+        all_rows = why_all_rows(
+            settings.strategy, pruner[1]["name"], sampler[1]["name"], len(directions), hook is not None
+        )
+        if all_rows:
+            _display.say(f"runner: every trial on all rows (as hydra.sweeper.strategy=fast): {all_rows}")
+        if all_rows is None:
             options = {"min_resource": 1, "reduction_factor": halving.factor, "min_early_stopping_rate": 0}
             pruner = (halving_pruner(halving.factor), {"name": "SuccessiveHalvingPruner", "options": options})
-        choices = OmegaConf.select(self.config, "hydra.runtime.choices", default={}) or {}
         study_name = settings.study_name or f"runner-{choices.get('sweep') or base.tracker.experiment}"
         return Plan(
             settings,
@@ -196,7 +200,8 @@ class RunnerOptunaSweeperImpl:
             study_name,
             sampler,
             pruner,
-            halving=halving if plain is None else None,
+            halving=halving if all_rows is None else None,
+            n_jobs=n_jobs,
         )
 
     def _open(self, plan: Plan, started: float) -> Tuple[Sweep, Budget]:
@@ -247,7 +252,7 @@ class RunnerOptunaSweeperImpl:
             Tag.METRIC: ",".join(plan.metrics),
             Tag.STORAGE: redact_url(sweep.storage_url),
             Tag.N_TRIALS: plan.settings.n_trials,
-            Tag.N_JOBS: plan.settings.n_jobs,
+            Tag.N_JOBS: plan.n_jobs,
             Tag.SEARCH_SPACE: json.dumps(describe(plan.space)),
             Tag.LAUNCHER: "threads" if self.in_process else OmegaConf.select(self._config, "hydra.launcher._target_"),
         }
@@ -262,7 +267,7 @@ class RunnerOptunaSweeperImpl:
             f"runner: study {study_name!r} ({'resumed' if parent.adopted or before['finished'] else 'new'}, "
             f"{before['finished']}/{sweep.limit} trials finished) in {redact_url(sweep.storage_url)}; parent run "
             f"{parent.id}; {plan.sampler[1]['name']} sampler, {plan.pruner[1]['name']}, "
-            f"{'threads' if self.in_process else 'launcher'} x{settings.n_jobs}"
+            f"{'threads' if self.in_process else 'launcher'} x{plan.n_jobs}"
         )
         self._save_multirun_yaml()
         ctx = TrialContext(
@@ -280,10 +285,10 @@ class RunnerOptunaSweeperImpl:
         loop_started = time.perf_counter()
         self._trials_started = True
         if self.in_process:
-            run_threads(budget, settings.n_jobs, composer, ctx, tracker, settings.heartbeat_interval)
+            run_threads(budget, plan.n_jobs, composer, ctx, tracker, settings.heartbeat_interval)
         else:
             assert self.launcher is not None  # setup() instantiated it for a non-basic launcher
-            run_batches(self.launcher, budget, settings.n_jobs, composer, ctx, settings.heartbeat_interval)
+            run_batches(self.launcher, budget, plan.n_jobs, composer, ctx, settings.heartbeat_interval)
         return self._conclude(plan, sweep, budget, tracker, parent, time.perf_counter() - loop_started)
 
     def _conclude(

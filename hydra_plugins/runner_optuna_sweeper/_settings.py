@@ -8,8 +8,9 @@ defaults live in config.py only and the sweep reads `settings.n_trials`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import fields
-from typing import Any, Mapping
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from omegaconf import OmegaConf
 
@@ -41,7 +42,7 @@ def from_kwargs(kwargs: Mapping[str, Any]) -> Settings:
 
 def check(settings: Settings) -> None:
     """Counts and intervals that must be positive (the messages name the setting)."""
-    if settings.n_jobs < 1:
+    if settings.n_jobs is not None and settings.n_jobs < 1:
         raise ConfigError(f"hydra.sweeper.n_jobs must be >= 1, got {settings.n_jobs}")
     if settings.n_trials < 1:
         raise ConfigError(f"hydra.sweeper.n_trials must be >= 1, got {settings.n_trials}")
@@ -51,3 +52,27 @@ def check(settings: Settings) -> None:
     for key in ("heartbeat_interval", "heartbeat_timeout"):
         if not getattr(settings, key) > 0:
             raise ConfigError(f"hydra.sweeper.{key} must be > 0 seconds, got {getattr(settings, key)}")
+
+
+def space_of(settings: Settings) -> Tuple[Optional[Dict[str, Any]], str]:
+    """The search space the strategy searches, and the setting it comes from."""
+    if settings.strategy == "plain" and settings.plain_params:
+        return settings.plain_params, "hydra.sweeper.plain_params"
+    return settings.params, "hydra.sweeper.params"
+
+
+# Trials at once under strategy=fast/halving with n_jobs null. On this project's 2-core
+# machines two 1-thread trials finished 1.5x the trials of one 2-thread trial in the same
+# time (benchmarks/README.md, issue 26); beyond 4, each trial keeps cores // 4 threads.
+MAX_AUTO_JOBS = 4
+
+
+def workers(settings: Settings, in_process: bool, upstream: bool = False) -> int:
+    """n_jobs as set, else 1 under plain, a Hydra launcher or a config written for
+    hydra-optuna-sweeper (`hydra/sweeper: optuna`, whose n_jobs defaults to 1), else
+    min(MAX_AUTO_JOBS, cores)."""
+    if settings.n_jobs is not None:
+        return settings.n_jobs
+    if settings.strategy == "plain" or not in_process or upstream:
+        return 1
+    return max(1, min(MAX_AUTO_JOBS, os.cpu_count() or 1))

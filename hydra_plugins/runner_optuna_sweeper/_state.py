@@ -25,7 +25,8 @@ class Plan:
     study_name: str
     sampler: Tuple[Any, Dict[str, Any]]  # the sampler and its description (name, options[, grid])
     pruner: Tuple[Any, Dict[str, Any]]
-    halving: Optional[Halving] = None  # the strategy: rungs on row subsets, or None (plain)
+    halving: Optional[Halving] = None  # the strategy: rungs on row subsets, or None (all rows)
+    n_jobs: int = 1  # trials at once (hydra.sweeper.n_jobs, or the strategy's choice)
 
 
 @dataclass

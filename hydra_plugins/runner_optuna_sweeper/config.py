@@ -188,18 +188,22 @@ class RunnerOptunaSweeperConf:
     pruner: Any = None
     # Total trials of the study: completed + pruned trials count, also across resumes.
     n_trials: int = 20
-    # plain: every trial on all rows. halving: each trial is one configuration, trained on
-    # min_fraction of the training rows, then reduction_factor times more up to all rows while
-    # it stays in the best 1/reduction_factor of its rung (asynchronous successive halving;
-    # docs/sweeps.md). Halving runs plain, said once, with a pruner of its own, a grid, several
-    # objectives, custom_search_space, or too few training rows. Plain stays the default until
-    # halving reaches plain's best at the same n_trials (benchmarks/README.md: on the flights
-    # table it ended 0.0015 AUC below plain).
-    strategy: str = "plain"
+    # fast (default): every trial on all training rows, several trials at once (n_jobs from the
+    # machine), searching `params` (sweep=lightgbm: a space with small trees and strong
+    # regularization, where on the benchmarks the best models were found fastest).
+    # halving: as fast, and each configuration trains on min_fraction of the training rows,
+    # then reduction_factor times more up to all rows while it stays in the best
+    # 1/reduction_factor of its rung (asynchronous successive halving; it lost the optimum
+    # on the flights table, benchmarks/README.md). Runs as fast, said once, with a pruner of
+    # its own, a grid, several objectives, custom_search_space, or too few training rows.
+    # plain: the sweep before issue 26: one trial at a time unless n_jobs is set, searching
+    # `plain_params` when set (else `params`); with n_jobs 1 exactly reproducible.
+    strategy: str = "fast"
     min_fraction: float = 0.0625
     reduction_factor: int = 4
-    # > 1: that many trials run at once, a new one starting as soon as one ends.
-    n_jobs: int = 1
+    # Trials at once, a new one starting as soon as one ends (LightGBM threads split between
+    # them). null: 1 under strategy=plain and with a Hydra launcher; otherwise min(4, cores).
+    n_jobs: Optional[int] = None
     # Seconds after which no new trial starts (null: no limit).
     timeout: Optional[float] = None
     # "maximize"/"minimize", or a list of them (multi-objective, with a list of metrics);
@@ -214,6 +218,9 @@ class RunnerOptunaSweeperConf:
     study_name: Optional[str] = None
     # Search space in Hydra's override grammar, e.g. int(interval(15, 255)).
     params: Optional[Dict[str, str]] = None
+    # The space strategy=plain searches instead of params, when set (sweep=lightgbm: the
+    # space it searched before issue 26, so that strategy=plain is that sweep unchanged).
+    plain_params: Optional[Dict[str, str]] = None
     # Boosting rounds between two pruning reports.
     report_every: int = 1
     # Model Registry name for the best trial's model (null: tracker.registered_model, else the

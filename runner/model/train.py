@@ -3,6 +3,7 @@ validation and test scores."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, Sequence, Tuple
 
@@ -33,6 +34,11 @@ BINNING_PARAMS = (
     "seed",
     "data_random_seed",
 )
+
+
+# Parallel trials of a sweep share one Prepared: a Dataset missing from it is built by one
+# trial while the others wait (not twice at once, each holding a copy of the bins).
+_BUILDING = threading.Lock()
 
 
 @dataclass
@@ -73,21 +79,22 @@ def datasets(prepared: Prepared, params: Dict[str, Any]) -> Tuple[lgb.Dataset, l
     import lightgbm as lgb
 
     binning = tuple((k, repr(params.get(k))) for k in BINNING_PARAMS)
-    if binning not in prepared.datasets:
-        ds_params = {k: params[k] for k in BINNING_PARAMS if k in params}
-        ds_params.update(feature_pre_filter=False, verbosity=-1)
-        X, y, _ = prepared.parts["train"]
-        dtrain = lgb.Dataset(
-            X, y, params=ds_params, categorical_feature=prepared.categorical or "auto", free_raw_data=False
-        )
-        Xv, yv, _ = prepared.parts["valid"]
-        dvalid = lgb.Dataset(
-            Xv, yv, reference=dtrain, categorical_feature=prepared.categorical or "auto", free_raw_data=False
-        )
-        dtrain.construct()
-        dvalid.construct()
-        reuse_large_blocks()
-        prepared.datasets[binning] = (dtrain, dvalid)
+    with _BUILDING:
+        if binning not in prepared.datasets:
+            ds_params = {k: params[k] for k in BINNING_PARAMS if k in params}
+            ds_params.update(feature_pre_filter=False, verbosity=-1)
+            X, y, _ = prepared.parts["train"]
+            dtrain = lgb.Dataset(
+                X, y, params=ds_params, categorical_feature=prepared.categorical or "auto", free_raw_data=False
+            )
+            Xv, yv, _ = prepared.parts["valid"]
+            dvalid = lgb.Dataset(
+                Xv, yv, reference=dtrain, categorical_feature=prepared.categorical or "auto", free_raw_data=False
+            )
+            dtrain.construct()
+            dvalid.construct()
+            reuse_large_blocks()
+            prepared.datasets[binning] = (dtrain, dvalid)
     return prepared.datasets[binning]
 
 
@@ -103,11 +110,12 @@ def row_subset(prepared: Prepared, dtrain: lgb.Dataset, binning: Any, fraction: 
     if size >= n:
         return dtrain
     key = (binning, "rows", size, seed)
-    if key not in prepared.datasets:
-        rows = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False)).astype(np.int32)
-        subset = dtrain.subset(rows.tolist(), params=dtrain.get_params())
-        subset.construct()
-        prepared.datasets[key] = subset
+    with _BUILDING:
+        if key not in prepared.datasets:
+            rows = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False)).astype(np.int32)
+            subset = dtrain.subset(rows.tolist(), params=dtrain.get_params())
+            subset.construct()
+            prepared.datasets[key] = subset
     return prepared.datasets[key]
 
 

@@ -1,4 +1,4 @@
-"""hydra_plugins/.../_halving.py: the rungs of the default strategy, when a sweep runs plain,
+"""hydra_plugins/.../_halving.py: the rungs of the halving strategy, when trials train on all rows,
 and one trial's rungs on real data (scikit-learn's breast_cancer repeated to 56,900 rows)
 against an in-memory Optuna study with the strategy's own pruner."""
 
@@ -18,7 +18,7 @@ from hydra_plugins.runner_optuna_sweeper._halving import (
     halving_from_env,
     pruner,
     rungs,
-    why_plain,
+    why_all_rows,
 )
 from runner.config import ModelConfig
 from runner.errors import ConfigError
@@ -31,19 +31,20 @@ def test_rungs_grow_by_the_factor_and_never_go_below_the_smallest_rung():
     assert rungs(160_000, 1 / 16, 4) == [1 / 16, 1 / 4, 1.0]
     assert rungs(160_000, 1 / 64, 4) == [1 / 64, 1 / 16, 1 / 4, 1.0]
     assert rungs(16 * MIN_RUNG_ROWS - 1, 1 / 16, 4) == [1 / 4, 1.0]  # 1/16 would be < MIN_RUNG_ROWS rows
-    assert rungs(MIN_RUNG_ROWS, 1 / 16, 4) == [1.0]  # too few rows: plain
+    assert rungs(MIN_RUNG_ROWS, 1 / 16, 4) == [1.0]  # too few rows: all rows
     assert rungs(100_000, 0.3, 2) == [0.5, 1.0]
 
 
-def test_what_runs_plain_and_why():
-    assert why_plain("halving", "NopPruner", "TPESampler", 1, False) is None
-    assert why_plain("plain", "NopPruner", "TPESampler", 1, False) == ""
-    assert "hydra/sweeper/pruner=MedianPruner" in why_plain("halving", "MedianPruner", "TPESampler", 1, False)
-    assert "grid" in why_plain("halving", "NopPruner", "GridSampler", 1, False)
-    assert "several objectives" in why_plain("halving", "NopPruner", "TPESampler", 2, False)
-    assert "custom_search_space" in why_plain("halving", "NopPruner", "TPESampler", 1, True)
-    with pytest.raises(ConfigError, match="hydra.sweeper.strategy must be one of halving, plain, got 'fast'"):
-        why_plain("fast", "NopPruner", "TPESampler", 1, False)
+def test_what_trains_on_all_rows_and_why():
+    assert why_all_rows("halving", "NopPruner", "TPESampler", 1, False) is None
+    assert why_all_rows("plain", "NopPruner", "TPESampler", 1, False) == ""
+    assert why_all_rows("fast", "NopPruner", "TPESampler", 1, False) == ""
+    assert "hydra/sweeper/pruner=MedianPruner" in why_all_rows("halving", "MedianPruner", "TPESampler", 1, False)
+    assert "grid" in why_all_rows("halving", "NopPruner", "GridSampler", 1, False)
+    assert "several objectives" in why_all_rows("halving", "NopPruner", "TPESampler", 2, False)
+    assert "custom_search_space" in why_all_rows("halving", "NopPruner", "TPESampler", 1, True)
+    with pytest.raises(ConfigError, match="hydra.sweeper.strategy must be one of fast, halving, plain, got 'quick'"):
+        why_all_rows("quick", "NopPruner", "TPESampler", 1, False)
     with pytest.raises(ConfigError, match=r"hydra.sweeper.min_fraction must be in \(0, 1\), got 1.5"):
         Halving(1.5, 4).check()
     with pytest.raises(ConfigError, match="hydra.sweeper.reduction_factor must be >= 2, got 1"):

@@ -19,7 +19,7 @@ def test_defaults_come_from_config_py():
     defaults = RunnerOptunaSweeperConf()
     for f in fields(RunnerOptunaSweeperConf):
         assert getattr(s, f.name) == getattr(defaults, f.name)
-    assert (s.n_trials, s.n_jobs, s.heartbeat_timeout, s.heartbeat_interval, s.top_k) == (20, 1, 600.0, 30.0, 5)
+    assert (s.n_trials, s.n_jobs, s.heartbeat_timeout, s.heartbeat_interval, s.top_k) == (20, None, 600.0, 30.0, 5)
 
 
 def test_kwargs_as_hydra_passes_them_become_plain_values():
@@ -65,3 +65,35 @@ def test_check_names_the_setting(key, value, message):
     with pytest.raises(ConfigError) as err:
         _settings.check(_settings.from_kwargs({key: value}))
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    "given, in_process, cores, expected",
+    [
+        ({}, True, 2, 2),  # fast: trials at once from the machine
+        ({}, True, 16, 4),  # at most MAX_AUTO_JOBS
+        ({}, True, 1, 1),
+        ({"strategy": "plain"}, True, 16, 1),  # plain: one at a time
+        ({}, False, 16, 1),  # a Hydra launcher: its own jobs
+        ({"n_jobs": 3, "strategy": "plain"}, True, 2, 3),  # as set
+    ],
+)
+def test_trials_at_once(monkeypatch, given, in_process, cores, expected):
+    monkeypatch.setattr(_settings.os, "cpu_count", lambda: cores)
+    assert _settings.workers(_settings.from_kwargs(given), in_process) == expected
+    # a config written for hydra-optuna-sweeper: its default, one at a time, unless it says
+    assert _settings.workers(_settings.from_kwargs(given), in_process, upstream=True) == given.get("n_jobs", 1)
+
+
+def test_plain_searches_plain_params_when_set():
+    wide, narrow = {"a": "interval(0, 1)"}, {"a": "interval(0.5, 1)"}
+    both = {"params": wide, "plain_params": narrow}
+    assert _settings.space_of(_settings.from_kwargs(both)) == (wide, "hydra.sweeper.params")
+    assert _settings.space_of(_settings.from_kwargs({**both, "strategy": "plain"})) == (
+        narrow,
+        "hydra.sweeper.plain_params",
+    )
+    assert _settings.space_of(_settings.from_kwargs({"params": wide, "strategy": "plain"})) == (
+        wide,
+        "hydra.sweeper.params",
+    )

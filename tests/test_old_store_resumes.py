@@ -55,7 +55,11 @@ def test_resume_a_store_written_before_the_restructure(tmp_path):
         "hydra.sweeper.study_name=fixture-v0",
         "tracker.experiment=fixture",
     ]
-    proc = run_runner(args, tmp_path, multirun=True)
+    # The study began in the former space (num_leaves 15-255): the default's wider one cannot
+    # continue it, and the error says how to resume it.
+    refused = run_runner(args, tmp_path, multirun=True)
+    assert refused.returncode == 2 and "resumes with hydra.sweeper.strategy=plain" in refused.stderr, refused.stderr
+    proc = run_runner([*args, "hydra.sweeper.strategy=plain"], tmp_path, multirun=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed, 3/5 trials finished" in proc.stderr
 

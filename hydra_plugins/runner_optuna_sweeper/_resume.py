@@ -51,7 +51,8 @@ def reconcile(study: Study, space: SearchSpace, shown_storage: str) -> List[str]
                 f"{where}: the search space of {name} changed since study {study.study_name!r} started "
                 f"(recorded {_show(old)}, now {_show(new)}) and Optuna cannot continue it ({exc}): restore "
                 f"the param as it was, or start a new study with hydra.sweeper.study_name=<new name> "
-                f"(storage {shown_storage})"
+                f"(storage {shown_storage}); a study sweep=lightgbm began before its default space widened "
+                "resumes with hydra.sweeper.strategy=plain (the former space, one trial at a time)"
             ) from None
         notes.append(f"{name} was {_show(old)} in the study's earlier trials; new trials use {_show(new)}")
     return notes

@@ -135,6 +135,9 @@ class TrackerConfig:
     log_model: bool = True
     # Register a sweep's best model in the Model Registry; false: only log it.
     register: bool = True
+    # Charts, evaluation metrics (test_precision_score, ...) and a one-page report
+    # (evaluation/report.html) for every single run and a sweep's best trial; false: none.
+    report: bool = True
     # The registered model's name; null: tracker.experiment, with characters other than letters,
     # digits, _ . - replaced by - (hydra.sweeper.registered_model overrides it for one sweep).
     registered_model: Optional[str] = None

@@ -64,6 +64,11 @@ def test_default_run_logs_everything(default_runs):
     for key in ("valid_auc", "test_auc", "valid_logloss", "test_accuracy", "best_iteration", "rows_train"):
         assert key in m
     assert m["rows_train"] + m["rows_valid"] + m["rows_test"] == 50000
+    # the learning curve: valid_auc after each boosting round (thinned), its best round on it
+    curve = {p.step: p.value for p in client.get_metric_history(run.info.run_id, "valid_auc_by_round")}
+    best = int(m["best_iteration"])
+    assert 3 <= len(curve) <= 100 and min(curve) == 1 and best in curve
+    assert curve[best] == pytest.approx(m["valid_auc"]) and max(curve.values()) == pytest.approx(m["valid_auc"])
     assert t["runner.cache"] == "miss"
     assert t["runner.warehouse.feature_queries"] == "1"
     assert t["runner.warehouse.query_ids"] != "none"

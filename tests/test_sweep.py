@@ -168,7 +168,16 @@ def test_artifacts_and_registered_model_on_the_parent(main_sweep, mlflow_server)
         "optuna/top_trials.md",
         "optuna/optimization_history.png",
         "optuna/param_importances.png",
+        "optuna/parallel_coordinate.png",
     } <= names
+    # the sweep's page on the parent; the best trial's evaluation on its run (no other trial's)
+    assert "evaluation/report.html" in {a.path for a in client.list_artifacts(parent.info.run_id, "evaluation")}
+    best = client.get_run(parent.data.tags["best.run_id"])
+    shown = {a.path for a in client.list_artifacts(best.info.run_id, "evaluation")}
+    assert {"evaluation/report.html", "evaluation/roc_curve.png", "evaluation/feature_contributions.png"} <= shown
+    assert best.data.metrics["test_roc_auc"] == pytest.approx(best.data.metrics["test_auc"])
+    page = Path(client.download_artifacts(parent.info.run_id, "evaluation/report.html", str(cwd))).read_text()
+    assert page.count("data:image/png;base64,") >= 5 and "http" not in page.split("<body>")[0]
     png = client.download_artifacts(parent.info.run_id, "optuna/optimization_history.png", str(cwd))
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (version,) = client.search_model_versions(f"name='{model}'")
@@ -237,7 +246,9 @@ def test_features_pulled_once_and_three_requests_per_trial(main_sweep, mlflow_se
     # per child: runs/create, one runs/log-batch, runs/update (terminate)
     child_calls = Counter(path for _, path in sent)
     assert child_calls[f"{API}/runs/create"] == 1 + 6
-    trial_batches = child_calls[f"{API}/runs/log-batch"] - 4  # the parent logs params, resume tags, results, status
+    # the parent logs params, resume tags, results, status; at the end the best trial's run
+    # gets its evaluation metrics (test_precision_score, ...) in one more batch
+    trial_batches = child_calls[f"{API}/runs/log-batch"] - 4 - 1
     assert trial_batches <= 6, child_calls
     assert child_calls[f"{API}/runs/update"] == 1 + 6
 

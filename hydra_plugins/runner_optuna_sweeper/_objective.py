@@ -5,13 +5,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, List, Tuple
 
 from runner.errors import ConfigError
-from runner.model.metrics import maximize
+from runner.model.metrics import NEITHER, maximize
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 
 def default_direction(metric: str) -> str:
+    name = metric.split("_", 1)[1] if metric.startswith(("valid_", "test_")) else metric
+    if name in NEITHER:
+        raise ConfigError(
+            f"hydra.sweeper.metric={metric!r} is not a quality of the model (neither larger nor smaller is "
+            "better): choose a score or a loss, e.g. valid_auc, or set hydra.sweeper.direction"
+        )
     return "maximize" if maximize(metric) else "minimize"
 
 

@@ -15,12 +15,14 @@ stores keep once.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from optuna.trial import TrialState
 
@@ -32,6 +34,7 @@ from runner.testhooks import kill_point
 from ._budget import Budget
 from ._compose import Composer
 from ._display import markdown, text_table
+from ._report import report_sweep
 from ._search_space import mlflow_key
 from ._state import Sweep
 
@@ -153,8 +156,11 @@ def finish(
         if rows:
             tracker.log_text(pid, table.to_csv(index=False), "optuna/top_trials.csv")
             tracker.log_text(pid, markdown(table), "optuna/top_trials.md")
-        plots(sweep, tracker, c)
-        registered = register(sweep, tracker, task_cfg, composer, best, registered_model)
+        images = plots(sweep, tracker, c)
+        model = functools.lru_cache(maxsize=1)(lambda: _best_model(composer, best))
+        registered = register(sweep, tracker, task_cfg, best, registered_model, model)
+        if best is not None and task_cfg.tracker.get("report", True):
+            report_sweep(sweep, tracker, best, model, images, table)
         study.set_user_attr(StudyAttr.SUMMARY, state_key)
     else:
         done = study.user_attrs.get(StudyAttr.REGISTERED_MODEL) or {}
@@ -195,22 +201,25 @@ def summary(sweep: Sweep, best: Optional[FrozenTrial]) -> Dict[str, Any]:
     }
 
 
-def plots(sweep: Sweep, tracker: Tracker, c: Dict[str, Any]) -> None:
-    """Optimization history and (2+ complete trials) param importances, as parent artifacts."""
+def plots(sweep: Sweep, tracker: Tracker, c: Dict[str, Any]) -> Dict[str, bytes]:
+    """Optimization history and (2+ complete trials) param importances and the top trials'
+    parallel coordinates, as parent artifacts optuna/*.png; returns them (name -> PNG)."""
+    import io
     import tempfile
     import warnings
 
     if c["complete"] < 1:
-        return
+        return {}
     try:
         import matplotlib
 
-        matplotlib.use("Agg", force=True)
+        if "matplotlib.pyplot" not in sys.modules:  # a notebook's pyplot keeps its own backend
+            matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         from optuna.visualization import matplotlib as ovm
     except ImportError as exc:
         log.warning("plots skipped: %s", exc)
-        return
+        return {}
     study = sweep.study
     target: Dict[str, Any] = (
         {} if len(sweep.directions) == 1 else {"target": lambda t: t.values[0], "target_name": sweep.metrics[0]}
@@ -218,32 +227,38 @@ def plots(sweep: Sweep, tracker: Tracker, c: Dict[str, Any]) -> None:
     jobs = [("optimization_history.png", lambda: ovm.plot_optimization_history(study, **target))]
     if c["complete"] >= 2:
         jobs.append(("param_importances.png", lambda: ovm.plot_param_importances(study, **target)))
+        jobs.append(("parallel_coordinate.png", lambda: ovm.plot_parallel_coordinate(study, **target)))
+    images: Dict[str, bytes] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, plot in jobs:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    ax: Any = plot()
+                    ax: Any = plot()  # pyplot's figure: Optuna draws through pyplot
                 fig: Any = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
                 fig.set_size_inches(9, 5.5)
                 fig.tight_layout()
-                path = Path(tmp, name)
-                fig.savefig(path, dpi=100)
+                buf = io.BytesIO()
+                fig.savefig(buf, format="png", dpi=100)
                 plt.close(fig)
             except Exception as exc:
                 log.warning("plot %s skipped: %s", name, first_line(exc))
                 continue
+            images[name] = buf.getvalue()
+            path = Path(tmp, name)
+            path.write_bytes(images[name])
             assert sweep.parent_run_id is not None  # the summary is written inside the parent run
             tracker.log_artifact(sweep.parent_run_id, str(path), "optuna")
+    return images
 
 
 def register(
     sweep: Sweep,
     tracker: Tracker,
     task_cfg: DictConfig,
-    composer: Composer,
     best: Optional[FrozenTrial],
     setting: Optional[str],
+    model: Callable[[], Tuple[lgb.Booster, Prepared, Any]],
 ) -> Optional[str]:
     """Log the best trial's model on its child run and register it (by default).
 
@@ -271,17 +286,19 @@ def register(
     if same_trial and done.get("model_uri"):  # logged before, registered now (or under a new name)
         ref = LoggedModelRef(done["model_uri"], done.get("model_id"), done.get("model_location"))
     else:
+        booster, prepared, _ = model()
         ref = tracker.log_logged_model(
             run_id,
-            *_best_model(composer, best),
+            booster,
+            prepared,
             tags={Tag.STUDY_NAME: study.study_name, Tag.TRIAL_NUMBER: best.number},
             params=best.params,
         )
     version = tracker.register(name, run_id, ref.source, ref.model_id) if name else None
     kill_point("register")  # test hook: registered, not yet recorded in the study
     record = {"name": name, "version": version.version if version else None, "trial": best.number}
-    model = {"model_uri": ref.uri, "model_id": ref.model_id, "model_location": ref.location}
-    study.set_user_attr(StudyAttr.REGISTERED_MODEL, {**record, **model})
+    logged = {"model_uri": ref.uri, "model_id": ref.model_id, "model_location": ref.location}
+    study.set_user_attr(StudyAttr.REGISTERED_MODEL, {**record, **logged})
     tags: Dict[str, Any] = {Tag.BEST_MODEL_URI: ref.uri}
     if ref.model_id:
         tags[Tag.BEST_MODEL_ID] = ref.model_id
@@ -294,22 +311,24 @@ def register(
     return f"{name} v{version.version} ({ref.uri})"
 
 
-def _best_model(composer: Composer, best: FrozenTrial) -> Tuple[lgb.Booster, Prepared]:
-    """The best trial's booster (its saved file, else retrained) and its prepared data."""
+def _best_model(composer: Composer, best: Optional[FrozenTrial]) -> Tuple[lgb.Booster, Prepared, Any]:
+    """The best trial's booster (its saved file, else retrained), its prepared data and its
+    FeatureSet."""
     import lightgbm as lgb
 
     from runner.job import prepared_data
     from runner.model import train
 
+    assert best is not None
     cfg = composer.config_of(best)
-    _, prepared = prepared_data(cfg)
+    features, prepared = prepared_data(cfg)
     path = best.user_attrs.get(TrialAttr.MODEL_PATH)
     if path and Path(path).exists():
         booster = lgb.Booster(model_file=path)
     else:
         log.warning("trial %d's model file is missing: retraining it", best.number)
         booster = train(prepared, cfg.model).booster
-    return booster, prepared
+    return booster, prepared, features
 
 
 def _already(done: Dict[str, Any]) -> str:

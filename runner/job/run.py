@@ -17,7 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data import FeatureSet, validate
 from ..names import Tag
+from ..report import FOLDER, Report, build, files, safely
+from ..report.page import page
+from ..report.single import sections
 from ..tracking import Tracker, dataset_digest, flatten
+from ..tracking.values import BATCH_ENTITIES, curve_history
 from .hooks import JobHooks
 from .memo import prepared_data
 from .tags import base_tags, overrides
@@ -89,14 +93,18 @@ def run_job(
         metrics = dict(result.metrics)
         metrics.update({f"rows_{k}": float(v) for k, v in prepared.sizes.items()})
         metrics["features_seconds"] = features.seconds
-        # One batch: the run's end tags ride with its params and metrics (3 requests a run).
-        run.log(
-            params=params,
-            metrics=metrics,
-            tags={**run.pending_tags, **hooks.tags_at_end("FINISHED")},
-            history=history,
-        )
+        report = _report(cfg, hooks, prepared, result)
+        if report is not None:
+            metrics.update(report.metrics)  # test_precision_score, ... (MLflow's default evaluator's names)
+        # One batch: the run's end tags ride with its params and metrics (3 requests a run),
+        # and the learning curves in what room the batch has left.
+        tags = {**run.pending_tags, **hooks.tags_at_end("FINISHED")}
+        room = BATCH_ENTITIES - len(params) - len(tags) - len(metrics) - sum(map(len, history.values()))
+        history.update(curve_history(result.curves, result.best_iteration, room))
+        run.log(params=params, metrics=metrics, tags=tags, history=history)
         model_uri = _log_outputs(tracker, run.id, cfg, hooks, features, prepared, result.booster)
+        if report is not None:
+            _log_report(tracker, run.id, features, prepared, result, metrics, report)
     seconds = time.perf_counter() - started
     return JobResult(
         run.id,
@@ -130,6 +138,33 @@ def _log_outputs(
     tracker.log_text(run_id, json.dumps(overrides(hooks.overrides), indent=1), "config/overrides.json")
     _log_artifacts(tracker, run_id, cfg, features, prepared, booster)
     return tracker.log_model(run_id, booster, prepared)  # takes raw rows
+
+
+def _report(cfg: DictConfig, hooks: JobHooks, prepared: Prepared, result: Any) -> Optional[Report]:
+    """A single run's report (a sweep's trials have none: the sweep reports its best trial)."""
+    if hooks.kind != "run" or not cfg.tracker.get("report", True):
+        return None
+    return safely("no evaluation charts", lambda: build(prepared, result.booster, result.best_iteration, result.curves))
+
+
+def _log_report(
+    tracker: Tracker,
+    run_id: str,
+    features: FeatureSet,
+    prepared: Prepared,
+    result: Any,
+    metrics: Dict[str, float],
+    report: Report,
+) -> None:
+    """The report's files and its page as the run's `evaluation/` artifacts."""
+
+    def log() -> None:
+        facts = [("feature cache key", features.key), ("rows", sum(prepared.sizes.values()))]
+        parts = sections(prepared, result.params, metrics, report, facts, features.sql)
+        html = page(f"run {run_id}", "runner: the model, its data and its evaluation", parts)
+        tracker.log_files(run_id, files(report, html), FOLDER)
+
+    safely("no evaluation report", log)
 
 
 def _feature_tags(features: FeatureSet, objective: str) -> Dict[str, Any]:

@@ -11,7 +11,25 @@ OBJECTIVES = {"binary": "auc", "multiclass": "multi_logloss", "regression": "rms
 
 
 # Metric names (after a valid_/test_ prefix) that are better when larger; the rest are losses.
-MAXIMIZE_SUFFIXES = ("auc", "accuracy", "r2", "f1", "macro_f1", "precision", "recall", "map", "ndcg")
+# runner's own (auc, accuracy, macro_f1, r2), LightGBM's (map, ndcg) and MLflow's default
+# evaluator's (accuracy_score, precision_score, recall_score, f1_score, r2_score, roc_auc,
+# precision_recall_auc, true_positives, true_negatives; its errors, log_loss and
+# false_positives/false_negatives are losses), also `<name>_at_best_threshold`.
+MAXIMIZE_SUFFIXES = (
+    "auc",
+    "accuracy",
+    "r2",
+    "f1",
+    "precision",
+    "recall",
+    "map",
+    "ndcg",
+    "_score",
+    "true_positives",
+    "true_negatives",
+)
+# Not a quality: a sweep cannot optimize them.
+NEITHER = ("example_count", "sum_on_target", "mean_on_target", "best_f1_threshold", "best_iteration")
 
 
 def headline(objective: str) -> str:
@@ -21,7 +39,7 @@ def headline(objective: str) -> str:
 def maximize(metric: str) -> bool:
     """Is a larger value of this metric (e.g. valid_auc) better?"""
     name = metric.split("_", 1)[1] if metric.startswith(("valid_", "test_")) else metric
-    return name.endswith(MAXIMIZE_SUFFIXES)
+    return name.removesuffix("_at_best_threshold").endswith(MAXIMIZE_SUFFIXES)
 
 
 def score(prepared: Any, y: np.ndarray, pred: np.ndarray) -> Dict[str, float]:

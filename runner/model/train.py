@@ -4,8 +4,8 @@ validation and test scores."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Sequence, Tuple
 
 from ..allocator import reuse_large_blocks
 from ..config import to_dict
@@ -47,6 +47,8 @@ class TrainResult:
     best_iteration: int
     metrics: Dict[str, float]
     params: Dict[str, Any]
+    # The validation metric(s) after every boosting round (round 1 first): valid_<metric> -> values.
+    curves: Dict[str, List[float]] = field(default_factory=dict)
 
 
 def lgb_params(model_cfg: DictConfig, prepared: Prepared) -> Dict[str, Any]:
@@ -128,7 +130,8 @@ def train(prepared: Prepared, model_cfg: DictConfig, callbacks: Sequence[Callabl
     if fraction != 1.0:
         binning = tuple((k, repr(params.get(k))) for k in BINNING_PARAMS)
         dtrain = row_subset(prepared, dtrain, binning, fraction, int(model_cfg.get("row_seed", 0)))
-    cbs = list(callbacks)
+    evals: Dict[str, Dict[str, List[float]]] = {}
+    cbs = [*callbacks, lgb.record_evaluation(evals)]
     if model_cfg.early_stopping_rounds and model_cfg.early_stopping_rounds > 0:
         cbs.append(lgb.early_stopping(model_cfg.early_stopping_rounds, verbose=False))
     try:
@@ -149,4 +152,5 @@ def train(prepared: Prepared, model_cfg: DictConfig, callbacks: Sequence[Callabl
         pred: Any = booster.predict(X, num_iteration=best)
         metrics.update({f"{name}_{k}": v for k, v in score(prepared, y, pred).items()})
     metrics["best_iteration"] = float(best)
-    return TrainResult(booster, best, metrics, params)
+    curves = {f"valid_{name}": [float(v) for v in values] for name, values in evals.get("valid", {}).items()}
+    return TrainResult(booster, best, metrics, params, curves)

@@ -227,6 +227,23 @@ class Tracker:
             parent = str(Path(path).parent)
             self.log_artifact(run_id, str(local), None if parent == "." else parent)
 
+    def log_files(self, run_id: str, files: List[Tuple[str, bytes]], folder: str) -> None:
+        """Files (path under `folder`, content) as the run's artifacts under `folder`, in one
+        upload of a temporary folder."""
+        if not files:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            for path, content in files:
+                local = Path(tmp, path)
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.write_bytes(content)
+            repo = self._artifact_repo(run_id)
+            what = f"upload {folder}/ ({len(files)} files)"
+            if repo is None:
+                self._call(what, self.client.log_artifacts, run_id, tmp, folder, artifacts=True)
+            else:
+                self._call(what, repo.log_artifacts, tmp, folder, artifacts=True)
+
     def log_model(self, run_id: str, booster: lgb.Booster, prepared: Prepared) -> str:
         """Log the model as the run's artifacts `model/` (runner/tracking/model.py: a pyfunc model
         taking raw rows, plus the LightGBM flavor); return its URI, runs:/<run_id>/model."""

@@ -1,0 +1,32 @@
+"""What a run shows of its model (issue 27): evaluation metrics, charts, contributions and a
+one-page HTML report under the run's `evaluation/` artifacts.
+
+  evaluation.py  metrics and curves of one split, named as MLflow's default evaluator
+  contrib.py     feature contributions from LightGBM's pred_contrib
+  charts.py      the PNGs (matplotlib Figures, no pyplot)
+  build.py       all of it for one model; a failing chart is a warning, not a failed run
+  page.py        the HTML page; single.py its sections for a model
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional, TypeVar
+
+from .build import FOLDER, Report, build, files
+
+log = logging.getLogger("runner.report")
+T = TypeVar("T")
+
+
+def safely(what: str, fn: Callable[[], T]) -> Optional[T]:
+    """fn(), or None with one warning line: a report is never worth a failed run."""
+    try:
+        return fn()
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        log.warning("runner: warning: %s: %s (the run goes on without it)", what, first)
+        return None
+
+
+__all__ = ["FOLDER", "Report", "build", "files", "safely"]

@@ -23,6 +23,15 @@ if TYPE_CHECKING:
     from ._state import Sweep
 
 
+def _curves(tracker: Tracker, run_id: str, names: List[str]) -> Dict[str, Tuple[List[int], List[float]]]:
+    out = {}
+    for name in names:
+        points = sorted(tracker.client.get_metric_history(run_id, f"{name}_by_round"), key=lambda p: p.step)
+        if points:
+            out[name] = ([p.step for p in points], [p.value for p in points])
+    return out
+
+
 def report_sweep(
     sweep: Sweep,
     tracker: Tracker,
@@ -34,23 +43,7 @@ def report_sweep(
     safely("no sweep report", lambda: _report(sweep, tracker, best, model, images, table))
 
 
-def _curves(tracker: Tracker, run_id: str, names: List[str]) -> Dict[str, Tuple[List[int], List[float]]]:
-    out = {}
-    for name in names:
-        points = sorted(tracker.client.get_metric_history(run_id, f"{name}_by_round"), key=lambda p: p.step)
-        if points:
-            out[name] = ([p.step for p in points], [p.value for p in points])
-    return out
-
-
-def _report(
-    sweep: Sweep,
-    tracker: Tracker,
-    best: FrozenTrial,
-    model: Callable[[], Tuple[Any, Any, Any]],
-    images: Dict[str, bytes],
-    table: pd.DataFrame,
-) -> None:
+def _report(sweep: Any, tracker: Any, best: Any, model: Any, images: Dict[str, bytes], table: Any) -> None:
     from runner.report import charts
 
     run_id = best.user_attrs.get(TrialAttr.RUN_ID)

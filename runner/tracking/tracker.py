@@ -211,13 +211,15 @@ class Tracker:
 
         return get_artifact_repository(uri, tracking_uri=self.uri)
 
-    def log_artifact(self, run_id: str, local_path: str, artifact_path: Optional[str] = None) -> None:
-        what = f"upload {Path(local_path).name}"
+    def _upload(self, run_id: str, what: str, method: str, *args: Any) -> None:
         repo = self._artifact_repo(run_id)
         if repo is None:
-            self._call(what, self.client.log_artifact, run_id, local_path, artifact_path, artifacts=True)
+            self._call(what, getattr(self.client, method), run_id, *args, artifacts=True)
         else:
-            self._call(what, repo.log_artifact, local_path, artifact_path, artifacts=True)
+            self._call(what, getattr(repo, method), *args, artifacts=True)
+
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: Optional[str] = None) -> None:
+        self._upload(run_id, f"upload {Path(local_path).name}", "log_artifact", local_path, artifact_path)
 
     def log_text(self, run_id: str, text: str, path: str) -> None:
         text = scrub(text)  # the resolved config may hold a URL typed with user:password@
@@ -228,8 +230,7 @@ class Tracker:
             self.log_artifact(run_id, str(local), None if parent == "." else parent)
 
     def log_files(self, run_id: str, files: List[Tuple[str, bytes]], folder: str) -> None:
-        """Files (path under `folder`, content) as the run's artifacts under `folder`, in one
-        upload of a temporary folder."""
+        """Files (path under `folder`, content) as the run's artifacts, in one folder upload."""
         if not files:
             return
         with tempfile.TemporaryDirectory() as tmp:
@@ -237,12 +238,7 @@ class Tracker:
                 local = Path(tmp, path)
                 local.parent.mkdir(parents=True, exist_ok=True)
                 local.write_bytes(content)
-            repo = self._artifact_repo(run_id)
-            what = f"upload {folder}/ ({len(files)} files)"
-            if repo is None:
-                self._call(what, self.client.log_artifacts, run_id, tmp, folder, artifacts=True)
-            else:
-                self._call(what, repo.log_artifacts, tmp, folder, artifacts=True)
+            self._upload(run_id, f"upload {folder}/ ({len(files)} files)", "log_artifacts", tmp, folder)
 
     def log_model(self, run_id: str, booster: lgb.Booster, prepared: Prepared) -> str:
         """Log the model as the run's artifacts `model/` (runner/tracking/model.py: a pyfunc model

@@ -38,14 +38,15 @@ def data_config(rows: Optional[int] = None, features: Optional[int] = None, cach
 
 
 def search_space():
-    """hydra.sweeper.params of conf/sweep/lightgbm.yaml -> {key: optuna distribution}, in order."""
+    """hydra.sweeper.plain_params of conf/sweep/lightgbm.yaml (the space strategy=plain searches,
+    which the bench's runner variants use) -> {key: optuna distribution}, in order."""
     from omegaconf import OmegaConf
 
     from hydra_plugins.runner_optuna_sweeper._search_space import parse_space
     from runner.errors import ConfigError
 
-    where = f"{SWEEP_YAML.relative_to(REPO)}: hydra.sweeper.params"
-    params = OmegaConf.select(OmegaConf.load(SWEEP_YAML), "hydra.sweeper.params", default=None)
+    where = f"{SWEEP_YAML.relative_to(REPO)}: hydra.sweeper.plain_params"
+    params = OmegaConf.select(OmegaConf.load(SWEEP_YAML), "hydra.sweeper.plain_params", default=None)
     if params is None:
         raise SystemExit(f"bench: {where} is missing")
     try:

@@ -144,15 +144,20 @@ def test_token_auth_and_request_count_without_model(mlflow_server, tmp_path, cac
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert door.rejected == []
-        # A run costs: one experiment lookup per process + create, one batch, its config (what
-        # `python -m runner.rerun` reads), terminate.
-        assert [(m, p if m != "PUT" else p.rsplit("/artifacts/", 1)[-1]) for m, p in door.requests] == [
+        # A run costs: one experiment lookup per process + create, one batch (the report's test
+        # evaluation included), its config (what `python -m runner.rerun` reads), terminate; and
+        # the report: one upload per file under evaluation/, nothing else.
+        sent = [(m, p if m != "PUT" else p.rsplit("/artifacts/", 1)[-1]) for m, p in door.requests]
+        report = [r for r in sent if r[1].startswith("evaluation/")]
+        assert [r for r in sent if r not in report] == [
             ("GET", f"{API}/experiments/get-by-name"),
             ("POST", f"{API}/runs/create"),
             ("POST", f"{API}/runs/log-batch"),
             ("PUT", "config/resolved.yaml"),
             ("POST", f"{API}/runs/update"),
         ]
+        assert {m for m, _ in report} == {"PUT"} and ("PUT", "evaluation/report.html") in report, report
+        assert sent[-1] == ("POST", f"{API}/runs/update")  # the report is uploaded before the run ends
     (run_id,) = _run_ids(mlflow_server, experiment)
     assert _run(mlflow_server, run_id)["info"]["status"] == "FINISHED"
     assert TOKEN not in proc.stdout + proc.stderr

@@ -163,7 +163,8 @@ def child_bare(args) -> Dict[str, Any]:
         return auc
 
     started = time.perf_counter()
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+    samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+    study = optuna.create_study(direction="maximize", sampler=samplers[args.sampler](seed=0))
     if mlflow is None:
         study.optimize(objective, n_trials=args.trials)
     else:

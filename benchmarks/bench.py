@@ -165,7 +165,7 @@ class Bench:
         a = self.a
         cmd = [sys.executable, str(SCRIPT), "--child", "bare", "--parquet", str(self.bare_parquet)]
         cmd += ["--workload", str(self.workload_path), "--trials", str(a.trials), "--rounds", str(a.rounds)]
-        cmd += ["--threads", str(a.threads)]
+        cmd += ["--threads", str(a.threads), "--sampler", a.sampler]
         if variant in ("bare-reuse", "bare-fluent"):
             cmd.append("--reuse")
         if variant == "bare-fluent":  # the same local store as runner-local, an experiment per rep
@@ -203,6 +203,7 @@ class Bench:
             "model.early_stopping_rounds=0",
             f"model.params.num_threads={a.threads}",
             f"hydra.sweeper.n_trials={a.trials}",
+            f"hydra/sweeper/sampler={a.sampler}",
             "hydra.sweeper.sampler.seed=0",
             "hydra/sweeper/pruner=nop",
             "hydra.sweeper.strategy=plain",  # the loop it replaces: every trial on all rows
@@ -317,6 +318,7 @@ def parse(argv=None):
     p.add_argument("--features", type=int, default=50)
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--rounds", type=int, default=100)
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="Optuna's sampler, seed 0 (default tpe)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="LightGBM num_threads (default: cores)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS))
     p.add_argument("--cold-reps", type=int, default=3, help="repetitions of the cold-start measurement")

@@ -1,6 +1,8 @@
-"""Regenerate docs/ui-runs-table.png: the MLflow runs table of a demo sweep, parent expanded.
+"""Regenerate docs/ui-runs-table.png: the MLflow runs table of a demo sweep, parent expanded;
+with --report, docs/report-in-ui.png: a demo run's evaluation/report.html in the UI.
 
     python docs/screenshot.py [--trials 8] [--out docs/ui-runs-table.png]
+    python docs/screenshot.py --report [--out docs/report-in-ui.png]
 
 From the repo root with the project installed (`pip install -e '.[test]'`) and Chromium
 (`apt-get install -y chromium`). In a temporary folder it runs the demo sweep
@@ -9,6 +11,9 @@ warehouse and the local store), starts `mlflow ui` on that store on a free loopb
 and in headless Chromium (tests/support/browser.py) opens the experiment in the UI's Model
 training view with a few metric and param columns shown, closes the assistant panel,
 clicks the parent run's expander and saves the viewport, cropped below the last row.
+--report runs the demo (`python -m runner`) instead, opens the run's page, tab Artifacts,
+evaluation, report.html (MlflowUi.open_html_artifact), closes the assistant panel, scrolls the
+report to its Charts section and saves the 1280x900 viewport.
 """
 
 from __future__ import annotations
@@ -88,6 +93,31 @@ def shoot(cwd: Path, out: Path, width: int, height: int) -> None:
     crop(out, int(bottom) + 48)
 
 
+def single(cwd: Path) -> None:
+    cmd = [sys.executable, "-m", "runner"]
+    print("$", " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, cwd=cwd, check=True)
+
+
+def shoot_report(cwd: Path, out: Path, width: int, height: int) -> None:
+    from mlflow import MlflowClient
+
+    store = cwd / "mlruns"
+    backend = f"sqlite:///{store / 'mlflow.db'}"
+    client = MlflowClient(backend)
+    experiment = client.get_experiment_by_name("runner").experiment_id
+    (run,) = [r.info.run_id for r in client.search_runs([experiment])]
+    with MlflowUi(backend, (store / "artifacts").as_uri(), cwd) as ui, Chromium(cwd, width, height) as b:
+        iframe = ui.open_html_artifact(b, experiment, run, "evaluation/report.html")
+        b.evaluate(CLOSE_ASSISTANT)
+        b.frame_wait(iframe, "[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+        charts = "[...document.querySelectorAll('h2')].find(h => h.textContent === 'Charts')"
+        b.frame_evaluate(iframe, f"{charts}.scrollIntoView(), true")
+        time.sleep(1.0)  # the panel's closing animation
+        b.screenshot(out)
+    crop(out, height)
+
+
 def crop(path: Path, bottom: int) -> None:
     """Cut the empty page below the table; palette PNG (the UI has few colours)."""
     from PIL import Image
@@ -100,14 +130,21 @@ def crop(path: Path, bottom: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--report", action="store_true", help="a demo run's report.html instead of the runs table")
     ap.add_argument("--trials", type=int, default=8)
-    ap.add_argument("--out", type=Path, default=REPO / "docs" / "ui-runs-table.png")
-    ap.add_argument("--width", type=int, default=1680)
+    ap.add_argument("--out", type=Path, help="default docs/ui-runs-table.png, with --report docs/report-in-ui.png")
+    ap.add_argument("--width", type=int, help="default 1680, with --report 1280")
     ap.add_argument("--height", type=int, default=900)
     args = ap.parse_args()
+    args.out = args.out or REPO / "docs" / ("report-in-ui.png" if args.report else "ui-runs-table.png")
+    width = args.width or (1280 if args.report else 1680)
     with tempfile.TemporaryDirectory(prefix="runner-screenshot-") as tmp:
-        sweep(Path(tmp), args.trials)
-        shoot(Path(tmp), args.out.resolve(), args.width, args.height)
+        if args.report:
+            single(Path(tmp))
+            shoot_report(Path(tmp), args.out.resolve(), width, args.height)
+        else:
+            sweep(Path(tmp), args.trials)
+            shoot(Path(tmp), args.out.resolve(), width, args.height)
     print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KB)")
 
 

@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import run_runner
-from tests.support.servers import FakesnowProcess
+from tests.support.servers import FakesnowProcess, free_port
 from tests.support.sigv4_proxy import Sigv4Proxy
 
 pytestmark = pytest.mark.integration
@@ -132,6 +132,8 @@ def test_wrong_aws_credentials(tmp_path, mlflow_server):
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "AWS_EC2_METADATA_DISABLED": "true",
             "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT": door.url,
+            # the sign-in link's API (asked only with stdout a terminal): a dead loopback port, never AWS
+            "AWS_ENDPOINT_URL_SAGEMAKER": f"http://127.0.0.1:{free_port()}",
         }
         res = run_runner(SMALL + ["tracker=sagemaker", f"tracker.uri={arn}"], tmp_path, env=env, timeout=120)
         assert door.rejected and not door.requests  # refused at the door, nothing created

@@ -33,6 +33,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
+from sklearn.metrics import roc_auc_score
 
 from runner.embedded.demo import seed_sql
 from tests.conftest import run_runner
@@ -155,11 +156,46 @@ def test_scores_every_entity_with_the_model_on_the_embedded_warehouse(trained, t
     assert source["definition"] == "data.features" and "EVENTS" in source["query"]
     # MLflow keeps one dataset per name and digest: the scoring run links to the training's.
     assert (scored.dataset.name, scored.dataset.digest) == (training.dataset.name, training.dataset.digest)
-    assert {a.path for a in client.list_artifacts(run_id)} >= {"config", "data", "predictions"}
+    assert {a.path for a in client.list_artifacts(run_id)} >= {"config", "data", "predictions", "evaluation"}
 
-    # The registered URI: the same predictions, the name and version recorded.
-    again = run_score(["models:/churn/1", *DATA], trained.cwd)
+    # The predictions' distribution (3,000 rows: every row is in the sample, quantiles exact).
+    pred = out["PREDICTION"].to_numpy()
+    for q in (0, 1, 5, 25, 50, 75, 95, 99, 100):
+        assert metrics[f"scored_prediction_p{q}"] == pytest.approx(np.quantile(pred, q / 100), rel=1e-9)
+    assert metrics["scored_prediction_mean"] == pytest.approx(pred.mean())
+    assert metrics["scored_sample_rows"] == DEMO.customers
+    # The definition has the label (left out of the rows scored): one more query fetched it,
+    # and the evaluation is runner/report's with the split `scored`.
+    truth = trained.raw.set_index(trained.raw["CUSTOMER_ID"].astype("int64"))["CHURNED"].loc[out["CUSTOMER_ID"]]
+    assert metrics["scored_example_count"] == DEMO.customers
+    assert metrics["scored_roc_auc"] == pytest.approx(roc_auc_score(truth.astype(int), pred))
+    assert metrics["scored_accuracy_score"] == pytest.approx(np.mean((pred >= 0.5) == truth.astype(bool)))
+    training_metrics = client.get_run(trained.run_id).data.metrics
+    assert metrics["scored_best_f1_threshold"] == pytest.approx(training_metrics["test_best_f1_threshold"])
+    assert len(tags["runner.warehouse.query_ids"].split(",")) >= 2  # the feature query's and the label query's
+    evaluation = {a.path.split("/", 1)[1] for a in client.list_artifacts(run_id, "evaluation")}
+    assert evaluation == {
+        "prediction_histogram.png",
+        "prediction_histogram.csv",
+        "roc_curve.png",
+        "precision_recall_curve.png",
+        "calibration_curve.png",
+        "lift_curve.png",
+        "confusion_matrix_0.5.png",
+        "confusion_matrix_best_f1.png",
+        "report.html",
+    }
+    page = Path(client.download_artifacts(run_id, "evaluation/report.html", str(tmp_path / "page"))).read_text()
+    assert run_id in page and "roc_auc" in page and "data:image/png;base64," in page
+    histogram = pd.read_csv(client.download_artifacts(run_id, "evaluation/prediction_histogram.csv", str(tmp_path)))
+    assert histogram["rows"].sum() == DEMO.customers
+
+    # The registered URI: the same predictions, the name and version recorded; tracker.report=false:
+    # no distribution, no evaluation.
+    again = run_score(["models:/churn/1", *DATA, "tracker.report=false"], trained.cwd)
     second = client.get_run(scoring_run_id(again))
+    assert not [k for k in second.data.metrics if k.startswith("scored_")]
+    assert "evaluation" not in {a.path for a in client.list_artifacts(second.info.run_id)}
     assert second.info.run_name == "score-churn-v1" and second.info.status == "FINISHED"
     assert (second.data.tags["runner.score.model_name"], second.data.tags["runner.score.model_version"]) == (
         "churn",
@@ -274,6 +310,10 @@ def test_snowflake_scoring_writes_the_table_and_a_rerun_replaces_its_rows(traine
         "PUBLIC",
         "data.table",
     )
+    # No label in SCORE_ME: the predictions' distribution only, no evaluation.
+    assert "scored_prediction_p50" in run.data.metrics and "scored_example_count" not in run.data.metrics
+    evaluation = {a.path.split("/", 1)[1] for a in client.list_artifacts(first, "evaluation")}
+    assert evaluation == {"prediction_histogram.png", "prediction_histogram.csv", "report.html"}
 
     table = warehouse.server.fetch("select * from DEMO.PUBLIC.RUNNER_PREDICTIONS")
     assert list(table.columns) == [

@@ -27,7 +27,7 @@ import requests
 
 from tests.conftest import run_runner
 from tests.support.old_mlflow import OldMlflowServer, Unavailable, mlflow_python
-from tests.support.servers import MotoS3
+from tests.support.servers import MotoS3, free_port
 from tests.support.sigv4_proxy import Sigv4Proxy
 
 pytestmark = pytest.mark.integration
@@ -102,7 +102,12 @@ def _no_ambient_aws(monkeypatch):
 
 
 def _env(s3, old: Old) -> dict:
-    return {**s3.env(), "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT": old.proxy.url}
+    return {
+        **s3.env(),
+        "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT": old.proxy.url,
+        # the sign-in link's API (asked only with stdout a terminal): a dead loopback port, never AWS
+        "AWS_ENDPOINT_URL_SAGEMAKER": f"http://127.0.0.1:{free_port()}",
+    }
 
 
 def _tracker(experiment: str) -> list:

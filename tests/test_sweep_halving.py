@@ -9,9 +9,12 @@ import json
 import os
 import re
 from collections import Counter
+from pathlib import Path
+from urllib.parse import urlparse
 
 import optuna
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from tests.conftest import run_rerun, run_runner, store
@@ -100,15 +103,15 @@ def test_a_pruned_trial_reruns_on_its_last_rung(halving_sweep, mlflow_server, tm
     assert new.data.metrics["rows_train"] > last.step  # the split is whole; the model trained on the sample
 
 
-def strategy_sweep(tmp_path, args):
-    """A 3-trial sweep into a local store: its study, the parent's tags, the children's params."""
-    proc = run_runner(["sweep=lightgbm", *DATA, "hydra.sweeper.n_trials=3", *args], tmp_path, multirun=True)
+def strategy_sweep(tmp_path, args, n=3):
+    """An n-trial sweep into a local store: its study, the parent's tags, the children's params."""
+    proc = run_runner(["sweep=lightgbm", *DATA, f"hydra.sweeper.n_trials={n}", *args], tmp_path, multirun=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "every trial on all rows (as hydra.sweeper.strategy=fast)" not in proc.stdout + proc.stderr
     study = optuna.load_study(
         study_name="runner-lightgbm", storage=f"sqlite:///{tmp_path}/.runner/optuna/runner-lightgbm.db"
     )
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3  # every trial on all rows
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * n  # every trial on all rows
     assert all(not t.intermediate_values for t in study.trials)
     client = MlflowClient(store(tmp_path))
     (parent,), children = split(client.search_runs([e.experiment_id for e in client.search_experiments()]))
@@ -134,6 +137,14 @@ def test_plain_is_the_former_sweep_one_trial_at_a_time(tmp_path):
     assert space["model.params.num_leaves"] == "int(interval(15, 255))"
     assert all(15 <= t.params["model.params.num_leaves"] <= 255 for t in study.trials)
     assert {p["model.params.num_threads"] for p in params} == {"0"}  # LightGBM's default: all cores
+    # The registered model is the best trial's folder, saved while trials ran (_ahead.py) or
+    # at the end, with the logged model's id stamped in: what MLflow serves says so.
+    client = MlflowClient(store(tmp_path))
+    (version,) = client.search_model_versions("name='runner'")
+    mlmodel = yaml.safe_load(Path(urlparse(version.source).path, "MLmodel").read_text())
+    (logged,) = client.search_logged_models([e.experiment_id for e in client.search_experiments()])
+    assert version.run_id == study.best_trial.user_attrs["mlflow_run_id"]
+    assert mlmodel["run_id"] == version.run_id and mlmodel["model_id"] == logged.model_id
 
 
 def test_a_pruner_of_its_own_runs_plain_and_says_so(tmp_path):

@@ -100,7 +100,7 @@ class Budget:
         limit = self.sweep.limit
         with self.ask_lock:
             c = self.counts()
-            if c["finished"] + c["running"] + c["waiting"] >= limit:
+            if c["finished"] + c["running"] >= limit:  # WAITING trials (enqueued) are asked first
                 return None
             trial = self.study.ask(self.sweep.space.distributions)
             trial.set_user_attr(TrialAttr.OWNER, owner_info())
@@ -203,6 +203,11 @@ class Budget:
                 continue
             reaped.append((t, reason))
         return reaped
+
+    def wake(self) -> None:
+        """Wake every wait() now (a helper thread that is stopping)."""
+        with self._done:
+            self._done.notify_all()
 
     def wait(self, seconds: float) -> None:
         """Wait until a trial of this process is told (or `seconds` pass)."""

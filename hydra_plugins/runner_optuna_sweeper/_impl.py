@@ -46,6 +46,7 @@ from runner.testhooks import barrier
 from runner.tracking.lifecycle import LEFT_RUNNING, Run
 
 from . import _custom, _display, _recovery, _results, _settings
+from ._ahead import Ahead
 from ._budget import Budget
 from ._compose import Composer, split_arguments
 from ._halving import Halving, why_all_rows
@@ -56,10 +57,10 @@ from ._loop import run_threads
 from ._objective import objective
 from ._resume import reconcile
 from ._samplers import build
-from ._search_space import describe, parse_space
+from ._search_space import describe, enqueued, parse_space
 from ._state import Plan, Sweep
 from ._storage import open_study, safe_name, storage_url, study_lock
-from ._summary import finish, ranked
+from ._summary import finish, plotting, ranked
 from ._summary import summary as summary_of
 from ._trial import TrialContext
 
@@ -162,6 +163,9 @@ class RunnerOptunaSweeperImpl:
         _settings.check(settings)
         params, where = _settings.space_of(settings)
         space = parse_space(params, sweep_args, where=where)
+        first, notes = enqueued(settings.enqueue_trials if where == "hydra.sweeper.params" else [], space, where)
+        for note in notes:
+            _display.say(f"runner: {note}")
         if not space.distributions:
             raise ConfigError(
                 f"{where} is empty: nothing to search (e.g. sweep=lightgbm, or "
@@ -202,6 +206,7 @@ class RunnerOptunaSweeperImpl:
             pruner,
             halving=halving if all_rows is None else None,
             n_jobs=n_jobs,
+            enqueue=first,
         )
 
     def _open(self, plan: Plan, started: float) -> Tuple[Sweep, Budget]:
@@ -225,6 +230,9 @@ class RunnerOptunaSweeperImpl:
         limit = settings.n_trials
         if grid:  # GridSampler: no more trials than the grid has points
             limit = min(limit, math.prod(len(v) for v in grid.values()) or limit)
+        if plan.enqueue and not study.get_trials(deepcopy=False):  # a new study: its first trials
+            for params in plan.enqueue[:limit]:
+                study.enqueue_trial(params, skip_if_exists=True)
         sweep = Sweep(study, url, plan.metrics, plan.directions, plan.space, limit, started, storage=storage)
         budget = Budget(
             sweep,
@@ -284,15 +292,31 @@ class RunnerOptunaSweeperImpl:
         )
         loop_started = time.perf_counter()
         self._trials_started = True
-        if self.in_process:
-            run_threads(budget, plan.n_jobs, composer, ctx, tracker, settings.heartbeat_interval)
-        else:
-            assert self.launcher is not None  # setup() instantiated it for a non-basic launcher
-            run_batches(self.launcher, budget, plan.n_jobs, composer, ctx, settings.heartbeat_interval)
-        return self._conclude(plan, sweep, budget, tracker, parent, time.perf_counter() - loop_started)
+        ahead = Ahead(budget, tracker, plan.base, composer, plotting).start()  # the end's work, while trials run
+        try:
+            try:
+                if self.in_process:
+                    run_threads(budget, plan.n_jobs, composer, ctx, tracker, settings.heartbeat_interval)
+                else:
+                    assert self.launcher is not None  # setup() instantiated it for a non-basic launcher
+                    run_batches(self.launcher, budget, plan.n_jobs, composer, ctx, settings.heartbeat_interval)
+            except BaseException:
+                ahead.close(finish=False)
+                raise
+            ahead.close(finish=not budget.fatal)
+            return self._conclude(plan, sweep, budget, tracker, parent, time.perf_counter() - loop_started, ahead)
+        finally:
+            ahead.cleanup()
 
     def _conclude(
-        self, plan: Plan, sweep: Sweep, budget: Budget, tracker: Tracker, parent: Run, loop_seconds: float
+        self,
+        plan: Plan,
+        sweep: Sweep,
+        budget: Budget,
+        tracker: Tracker,
+        parent: Run,
+        loop_seconds: float,
+        ahead: Optional[Ahead] = None,
     ) -> Any:
         """Step 6: the summary and the registered model, or the parent left to other workers."""
         study_name = plan.study_name
@@ -320,6 +344,7 @@ class RunnerOptunaSweeperImpl:
                 top_k=plan.settings.top_k,
                 registered_model=plan.settings.registered_model,
                 loop_seconds=loop_seconds,
+                ahead=ahead,
             )
             log_lineage(sweep, tracker, plan.composer, next(iter(ranked(sweep)), None))
         assert self.config is not None

@@ -6,11 +6,12 @@ a failure is one warning line, never a failed sweep."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from runner.names import TrialAttr
-from runner.report import FOLDER, build, files, safely
+from runner.report import FOLDER, Report, build, files, safely
 from runner.report import page as html
 from runner.report.single import sections
 
@@ -32,6 +33,35 @@ def _curves(tracker: Tracker, run_id: str, names: List[str]) -> Dict[str, Tuple[
     return out
 
 
+@dataclass
+class TrialReport:
+    """A trial's evaluation, charts and learning curves, drawn (not yet uploaded)."""
+
+    number: int
+    report: Report
+    metrics: Dict[str, float]  # the trial's run's metrics, the evaluation's added
+    params: Dict[str, Any]  # the run's model.params.*, without the prefix
+
+
+def trial_report(tracker: Tracker, best: FrozenTrial, model: Callable[[], Tuple[Any, Any, Any]]) -> TrialReport:
+    """Draw the best trial's report from its model and its run's metrics (CPU, one read)."""
+    from runner.report import charts
+
+    run_id = best.user_attrs.get(TrialAttr.RUN_ID)
+    assert run_id
+    booster, prepared, _ = model()
+    run = tracker.get_run(run_id)
+    metrics = dict(run.data.metrics)
+    params = {k.removeprefix("model.params."): v for k, v in run.data.params.items() if k.startswith("model.params.")}
+    best_iteration = int(metrics.get("best_iteration") or booster.best_iteration or booster.current_iteration())
+    report = build(prepared, booster, best_iteration)
+    curve_names = [k.removesuffix("_by_round") for k in metrics if k.endswith("_by_round")]
+    for name, (rounds, values) in _curves(tracker, run_id, curve_names).items():
+        draw = partial(charts.learning_curve, name, values, best_iteration, rounds)
+        report.draw(f"learning_curve_{name}.png", draw)
+    return TrialReport(best.number, report, {**metrics, **report.metrics}, params)
+
+
 def report_sweep(
     sweep: Sweep,
     tracker: Tracker,
@@ -39,29 +69,21 @@ def report_sweep(
     model: Callable[[], Tuple[Any, Any, Any]],
     images: Dict[str, bytes],
     table: pd.DataFrame,
+    ready: Optional[TrialReport] = None,
 ) -> None:
-    safely("no sweep report", lambda: _report(sweep, tracker, best, model, images, table))
+    """Upload the best trial's report (drawn now unless `ready` is this trial's) and the sweep's page."""
+    safely("no sweep report", lambda: _report(sweep, tracker, best, model, images, table, ready))
 
 
-def _report(sweep: Any, tracker: Any, best: Any, model: Any, images: Dict[str, bytes], table: Any) -> None:
-    from runner.report import charts
-
+def _report(sweep: Any, tracker: Any, best: Any, model: Any, images: Dict[str, bytes], table: Any, ready: Any) -> None:
     run_id = best.user_attrs.get(TrialAttr.RUN_ID)
     assert run_id and sweep.parent_run_id
-    booster, prepared, features = model()
-    child = tracker.get_run(run_id)
-    metrics = dict(child.data.metrics)
-    best_iteration = int(metrics.get("best_iteration") or booster.best_iteration or booster.current_iteration())
-    report = build(prepared, booster, best_iteration)
-    curve_names = [k.removesuffix("_by_round") for k in metrics if k.endswith("_by_round")]
-    for name, (rounds, values) in _curves(tracker, run_id, curve_names).items():
-        draw = partial(charts.learning_curve, name, values, best_iteration, rounds)
-        report.draw(f"learning_curve_{name}.png", draw)
+    drawn = ready if ready is not None and ready.number == best.number else trial_report(tracker, best, model)
+    report, metrics = drawn.report, drawn.metrics
+    _, prepared, features = model()
     tracker.log(run_id, metrics=report.metrics)
-    metrics.update(report.metrics)
-    params = {k.removeprefix("model.params."): v for k, v in child.data.params.items() if k.startswith("model.params.")}
     facts = [("feature cache key", features.key), ("rows", sum(prepared.sizes.values()))]
-    model_sections = sections(prepared, params, metrics, report, facts, features.sql)
+    model_sections = sections(prepared, drawn.params, metrics, report, facts, features.sql)
     title = f"trial {best.number} of study {sweep.study.study_name!r} (run {run_id})"
     tracker.log_files(run_id, files(report, html.page(title, "the sweep's best trial", model_sections)), FOLDER)
     study = sweep.study

@@ -249,3 +249,38 @@ def mlflow_key(name: str) -> str:
 
 def describe(space: SearchSpace) -> Dict[str, str]:
     return {name: space.source.get(name, str(d)) for name, d in space.distributions.items()}
+
+
+def enqueued(trials: Optional[Sequence[Any]], space: SearchSpace, where: str) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """hydra.sweeper.enqueue_trials for this space, and notes on what was left out. Each must
+    be a mapping (else an error). A param that is not searched or a value outside its
+    distribution (the command line may have narrowed the space) is left to the sampler, and
+    a note says so; a trial with nothing left is not enqueued."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    out: List[Dict[str, Any]] = []
+    notes: List[str] = []
+    for i, params in enumerate(trials or []):
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"hydra.sweeper.enqueue_trials[{i}] must be a mapping of param: value, got {params!r}")
+        kept = {}
+        for key, value in params.items():
+            dist = space.distributions.get(key)
+            if dist is None:
+                notes.append(f"hydra.sweeper.enqueue_trials[{i}]: {key} is not searched in {where}: left out")
+                continue
+            if isinstance(dist, CategoricalDistribution):
+                inside = value in dist.choices
+            else:
+                kinds = (int,) if isinstance(dist, IntDistribution) else (int, float)
+                inside = isinstance(value, kinds) and not isinstance(value, bool) and dist.low <= value <= dist.high
+            if not inside:
+                notes.append(
+                    f"hydra.sweeper.enqueue_trials[{i}]: {key}={value!r} is outside {space.source.get(key, str(dist))} "
+                    f"({where}): sampled instead"
+                )
+                continue
+            kept[key] = value
+        if kept:
+            out.append(kept)
+    return out, notes

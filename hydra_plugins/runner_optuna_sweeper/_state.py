@@ -27,6 +27,7 @@ class Plan:
     pruner: Tuple[Any, Dict[str, Any]]
     halving: Optional[Halving] = None  # the strategy: rungs on row subsets, or None (all rows)
     n_jobs: int = 1  # trials at once (hydra.sweeper.n_jobs, or the strategy's choice)
+    enqueue: List[Dict[str, Any]] = field(default_factory=list)  # a new study's first trials
 
 
 @dataclass

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from runner.model.prepare import Prepared
     from runner.tracking import Tracker
 
+    from ._ahead import Ahead
+
 log = logging.getLogger("runner.sweep")
 
 
@@ -88,6 +90,7 @@ def finish(
     top_k: int,
     registered_model: Optional[str],
     loop_seconds: float,
+    ahead: Optional[Ahead] = None,
 ) -> Dict[str, Any]:
     """Write the summary to the parent run (once per study state), register the best model,
     print the summary; returns the sweep's result."""
@@ -157,10 +160,12 @@ def finish(
             tracker.log_text(pid, table.to_csv(index=False), "optuna/top_trials.csv")
             tracker.log_text(pid, markdown(table), "optuna/top_trials.md")
         images = plots(sweep, tracker, c)
-        model = functools.lru_cache(maxsize=1)(lambda: _best_model(composer, best))
-        registered = register(sweep, tracker, task_cfg, best, registered_model, model)
+        model = functools.lru_cache(maxsize=1)(lambda: best_model(composer, best))
+        ready = ahead.of(best.number) if ahead is not None and best is not None else None
+        saved = ready.model if ready is not None else None
+        registered = register(sweep, tracker, task_cfg, best, registered_model, model, saved)
         if best is not None and task_cfg.tracker.get("report", True):
-            report_sweep(sweep, tracker, best, model, images, table)
+            report_sweep(sweep, tracker, best, model, images, table, ready.report if ready else None)
         study.set_user_attr(StudyAttr.SUMMARY, state_key)
     else:
         done = study.user_attrs.get(StudyAttr.REGISTERED_MODEL) or {}
@@ -174,6 +179,7 @@ def finish(
         f"{budget.session_done} trials in {took:.1f}s (trial loop {loop_seconds:.1f}s), "
         f"{budget.feature_queries} feature queries",
         f"  parent run {pid} in {tracker.display_uri} (experiment {tracker.cfg.experiment!r})",
+        f"  open the UI: {tracker.ui_command(run_id=pid)}",
     ]
     if budget.stop_reason:
         lines.append(f"  stopped early: {budget.stop_reason}")
@@ -211,12 +217,7 @@ def plots(sweep: Sweep, tracker: Tracker, c: Dict[str, Any]) -> Dict[str, bytes]
     if c["complete"] < 1:
         return {}
     try:
-        import matplotlib
-
-        if "matplotlib.pyplot" not in sys.modules:  # a notebook's pyplot keeps its own backend
-            matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from optuna.visualization import matplotlib as ovm
+        plt, ovm = plotting()
     except ImportError as exc:
         log.warning("plots skipped: %s", exc)
         return {}
@@ -252,6 +253,24 @@ def plots(sweep: Sweep, tracker: Tracker, c: Dict[str, Any]) -> Dict[str, bytes]
     return images
 
 
+def plotting() -> Tuple[Any, Any]:
+    """pyplot (Agg, unless a notebook imported pyplot with its own backend) and Optuna's
+    matplotlib plots; also what the param importances import (fANOVA: scikit-learn's forest),
+    so that importing them ahead (_ahead.py) leaves nothing to import at the end."""
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    try:
+        import sklearn.ensemble  # noqa: F401
+    except ImportError:  # Optuna says so when it needs it
+        pass
+    return plt, ovm
+
+
 def register(
     sweep: Sweep,
     tracker: Tracker,
@@ -259,8 +278,10 @@ def register(
     best: Optional[FrozenTrial],
     setting: Optional[str],
     model: Callable[[], Tuple[lgb.Booster, Prepared, Any]],
+    saved: Optional[Path] = None,
 ) -> Optional[str]:
-    """Log the best trial's model on its child run and register it (by default).
+    """Log the best trial's model on its child run and register it (by default); `saved`: its
+    folder, saved ahead (runner_optuna_sweeper/_ahead.py).
 
     The model is the single runs' (runner/tracking/model.py: pyfunc on raw rows, LightGBM flavor,
     signature, input example), from the booster file the trial saved (else retrained), as an
@@ -293,6 +314,7 @@ def register(
             prepared,
             tags={Tag.STUDY_NAME: study.study_name, Tag.TRIAL_NUMBER: best.number},
             params=best.params,
+            saved=saved,
         )
     version = tracker.register(name, run_id, ref.source, ref.model_id) if name else None
     kill_point("register")  # test hook: registered, not yet recorded in the study
@@ -311,7 +333,7 @@ def register(
     return f"{name} v{version.version} ({ref.uri})"
 
 
-def _best_model(composer: Composer, best: Optional[FrozenTrial]) -> Tuple[lgb.Booster, Prepared, Any]:
+def best_model(composer: Composer, best: Optional[FrozenTrial]) -> Tuple[lgb.Booster, Prepared, Any]:
     """The best trial's booster (its saved file, else retrained), its prepared data and its
     FeatureSet."""
     import lightgbm as lgb

@@ -221,6 +221,10 @@ class RunnerOptunaSweeperConf:
     # The space strategy=plain searches instead of params, when set (sweep=lightgbm: the
     # space it searched before issue 26, so that strategy=plain is that sweep unchanged).
     plain_params: Optional[Dict[str, str]] = None
+    # The first trials of a new study, before the sampler's own (Optuna's study.enqueue_trial):
+    # a list of {param: value} inside `params` (a param left out is sampled). Not used when
+    # strategy=plain searches plain_params. sweep=lightgbm: a small-tree and a large-tree start.
+    enqueue_trials: Optional[List[Dict[str, Any]]] = None
     # Boosting rounds between two pruning reports.
     report_every: int = 1
     # Model Registry name for the best trial's model (null: tracker.registered_model, else the

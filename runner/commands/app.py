@@ -61,7 +61,7 @@ def _report(result: JobResult, tracker: Tracker, cfg: DictConfig) -> None:
         f"  features: cache {'hit' if f.cache_hit else 'miss'}, {f.feature_queries} feature queries, "
         f"key {f.key[:16]}{'' if f.warehouse_started else ' (embedded warehouse not started)'}",
         f"  stored in: {tracker.display_uri} (experiment {cfg.tracker.experiment!r})",
-        f"  open the UI: {tracker.ui_command()}",
+        f"  open the UI: {tracker.ui_command(run_id=result.run_id)}",
     ]
     print("\n".join(lines), flush=True)
 

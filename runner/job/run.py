@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data import FeatureSet, validate
 from ..names import Tag
-from ..report import FOLDER, Report, build, files, safely
+from ..report import FOLDER, Report, build, files, preload, safely
 from ..report.page import page
 from ..report.single import sections
 from ..tracking import Tracker, dataset_digest, flatten
@@ -67,6 +67,8 @@ def run_job(
     hooks = hooks or JobHooks()
     started = time.perf_counter()
     validate(cfg.data)
+    if hooks.kind == "run" and cfg.tracker.get("report", True):
+        preload()  # while the run waits on its warehouse and its store
     tracker = tracker or Tracker(cfg.tracker)
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
     with tracker.run(

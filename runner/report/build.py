@@ -81,7 +81,8 @@ def build(
         report.tables["feature_contributions.csv"] = contrib.table().to_csv(index=False)
         for cls, values in contrib.values.items():
             suffix = f"_class_{cls}" if cls else ""
-            title = f"feature contributions on {contrib.rows} {split} rows" + (f", class {cls}" if cls else "")
+            shown = f"{charts.DOTS} of {contrib.rows}" if contrib.rows > charts.DOTS else f"{contrib.rows}"
+            title = f"feature contributions on {shown} {split} rows" + (f", class {cls}" if cls else "")
             draw = partial(charts.contributions, contrib.features, values, contrib.data, title)
             report.draw(f"feature_contributions{suffix}.png", draw)
     return report

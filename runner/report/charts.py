@@ -147,25 +147,30 @@ def residuals(y: np.ndarray, pred: np.ndarray) -> bytes:
     return _png(fig)
 
 
+DOTS = 1000  # rows drawn per feature in the contributions chart
+
+
 def contributions(
-    features: List[str], values: np.ndarray, data: Optional[np.ndarray], title: str, top: int = 15
+    features: List[str], values: np.ndarray, data: Optional[np.ndarray], title: str, top: int = 15, drawn: int = DOTS
 ) -> bytes:
     """A summary of per-row contributions (rows x features): for the features with the
-    largest mean |contribution|, each row's contribution as a dot, colored by the feature's
-    value rank where the value is numeric."""
+    largest mean |contribution|, each row's contribution (of the first `drawn` rows of the
+    sample) as a dot, colored by the feature's value rank (lowest where missing)."""
     mean_abs = np.abs(values).mean(axis=0)
     order = np.argsort(mean_abs)[::-1][:top][::-1]
     fig, ax = _figure(7, max(3.0, 0.35 * len(order) + 1.2))
     rng = np.random.default_rng(0)
-    for row, i in enumerate(order):
-        col = values[:, i]
-        jitter = rng.uniform(-0.3, 0.3, size=len(col))
-        color: Any = "tab:blue"
-        if data is not None:
-            raw = data[:, i].astype(float)
-            ranks = np.argsort(np.argsort(np.nan_to_num(raw, nan=np.nanmin(raw) if np.isfinite(raw).any() else 0)))
-            color = ranks / max(1, len(ranks) - 1)
-        ax.scatter(col, row + jitter, s=3, c=color, cmap="coolwarm", alpha=0.6)
+    rows = values[:drawn] if len(values) > drawn else values  # the table has them all
+    xs = rows[:, order].T.ravel()  # one scatter (one artist) for every feature's dots
+    ys = (np.arange(len(order))[:, None] + rng.uniform(-0.3, 0.3, size=(len(order), len(rows)))).ravel()
+    color: Any = {"color": "tab:blue"}
+    if data is not None:
+        raw = data[: len(rows)][:, order].astype(float)
+        filled = np.where(np.isfinite(raw), raw, np.nanmin(raw, axis=0, initial=np.inf, where=np.isfinite(raw)))
+        filled = np.nan_to_num(filled, nan=0.0, posinf=0.0)
+        ranks = np.argsort(np.argsort(filled, axis=0), axis=0) / max(1, len(rows) - 1)
+        color = {"c": ranks.T.ravel(), "cmap": "coolwarm"}
+    ax.scatter(xs, ys, s=3, alpha=0.6, **color)
     ax.axvline(0, color="gray", linewidth=0.8)
     ax.set_yticks(range(len(order)), labels=[f"{features[i]} ({mean_abs[i]:.3g})" for i in order])
     ax.set_xlabel("contribution to the raw score (color: the feature's value, low blue, high red)")

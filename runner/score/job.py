@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,11 +22,28 @@ from ..errors import ConfigError
 from ..names import Tag
 from ..testhooks import barrier
 from ..tracking import Run, Tracker
-from .features import scoring_features
+from .features import ScoringFeatures, scoring_features
 from .model import ScoringModel, load_model
-from .record import config_text, feature_tags, log_predictions, scoring_params, scoring_tags
-from .stream import score_batches
+from .record import (
+    config_text,
+    feature_tags,
+    fetch_labels,
+    log_predictions,
+    log_scoring_report,
+    model_kind,
+    scoring_params,
+    scoring_tags,
+    summarize,
+    training_threshold,
+)
+from .stream import Scored, score_batches
 from .table import check_table_setting, output_table, write_predictions
+
+if TYPE_CHECKING:
+    from ..report import Report
+    from .summary import PredictionSummary
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -114,6 +131,8 @@ def _score(
             run_id,
         )
         written_to.append(target.sql)
+        summary = _summary(run, wh.session, features, scored, model) if cfg.tracker.get("report", True) else None
+    look = _look(tracker, model, summary) if summary is not None else None
     run.log(
         params=scoring_params(cfg, model.uri),
         metrics={
@@ -121,12 +140,24 @@ def _score(
             "rows_replaced": float(written.replaced),
             "features_seconds": features.seconds,
             "feature_batches": float(scored.batches),
+            **(look[0].metrics if look else {}),
         },
         tags={**run.pending_tags, Tag.SCORE_WRITE_QUERY_IDS: ",".join(written.query_ids)},
     )
     tracker.log_text(run_id, config_text(cfg), "config/resolved.yaml")
     tracker.log_text(run_id, features.sql, "data/feature_query.sql")
     tracker.log_dataset(run_id, scored.summary, features, None, "scoring", model_id=model.model_id)
+    if look is not None and summary is not None:
+        facts = [
+            ("model", model.uri),
+            ("model's training run", model.run_id or ""),
+            ("table", target.sql),
+            ("rows scored", written.inserted),
+            ("label", features.label_dropped or "none in the definition: no evaluation"),
+            ("feature cache key", features.key),
+        ]
+        report, about, shown = look[0], look[1], summary
+        _safely("no evaluation report", lambda: log_scoring_report(tracker, run_id, report, shown, facts, about))
     return ScoreResult(
         run_id,
         model.uri,
@@ -137,3 +168,48 @@ def _score(
         0.0,
         embedded=data_cfg.backend == "embedded",
     )
+
+
+def _safely(what: str, fn: Callable[[], T]) -> Optional[T]:
+    """fn(), or None with one warning line (runner/report: a report is never worth a failed run)."""
+    from ..report import safely
+
+    return safely(what, fn)
+
+
+def _summary(
+    run: Run, session: Any, features: ScoringFeatures, scored: Scored, model: ScoringModel
+) -> Optional[PredictionSummary]:
+    """The predictions' summary (tracker.report), read back from the upload file, and where the
+    definition has the label, the sampled rows' labels (one more query; its ids join the
+    feature statements' tag)."""
+    off = "tracker.report=false skips it"
+    summary = _safely(f"no prediction summary ({off})", lambda: summarize(scored.upload, scored.key_column, model))
+    label = features.label_dropped
+    if summary is None or not label or summary.kind == "value":
+        return summary
+    found: PredictionSummary = summary
+    ids = _safely(
+        f"no evaluation of the scored rows (label {label}; {off})",
+        lambda: fetch_labels(session, features, scored.key_column, found),
+    )
+    if ids is None and found.sample.labels is not None:  # a part of the labels is no evaluation
+        found.sample.labels[:] = None
+    elif ids:
+        before = [q for q in str(run.pending_tags.get(Tag.QUERY_IDS, "none")).split(",") if q != "none"]
+        run.pending_tags[Tag.QUERY_IDS] = ",".join([*before, *ids])
+    return found
+
+
+def _look(tracker: Tracker, model: ScoringModel, summary: PredictionSummary) -> Optional[Tuple[Report, str]]:
+    """The scoring's report (metrics, charts, tables) from its summary; None if it failed."""
+    from ..report.scoring import build_scoring
+
+    kind, classes = model_kind(model)
+    threshold = None
+    if kind == "binary" and summary.labelled_rows:
+        try:
+            threshold = training_threshold(tracker, model)
+        except Exception:  # noqa: BLE001 - without it, the scored rows' evaluation uses 0.5
+            threshold = None
+    return _safely("no evaluation charts", lambda: build_scoring(summary, classes, threshold))

@@ -24,7 +24,7 @@ from .hints import failure
 from .lifecycle import Run, close, run_scope
 from .model import LoggedModelRef
 from .outage import GATEWAY, UNREACHABLE, Outage
-from .sagemaker import prepare_sagemaker, quiet_plugin_noise
+from .sagemaker import prepare_sagemaker, quiet_plugin_noise, ui_line
 from .uri import tracking_uri
 from .values import fit, tag_limit
 
@@ -262,16 +262,18 @@ class Tracker:
         prepared: Prepared,
         tags: Optional[Dict[str, Any]] = None,
         params: Optional[Dict[str, Any]] = None,
+        saved: Optional[Path] = None,
     ) -> LoggedModelRef:
         """The same model as an MLflow 3 logged model `model` of the run (models:/<model_id>; the
         run's outputs link to it; runs:/<run_id>/model still resolves). Idempotent per run: a READY
         one of the run is reused. A server without logged models (MLflow 2) gets the run artifacts
-        of log_model instead, with no model id, and one warning line per process."""
+        of log_model instead, with no model id, and one warning line per process. `saved`: the
+        folder save_model wrote ahead for this run (it gets the model's id before the upload)."""
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         from .hints import missing_api, skipped, unsupported
-        from .model import save_model
+        from .model import save_model, stamp_model
 
         feature = "MLflow 3 logged models"
         if skipped(self.uri, feature):
@@ -301,7 +303,8 @@ class Tracker:
         )
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp, "model")
-            save_model(path, booster, prepared, run_id=run_id, model_id=model.model_id)
+            if saved is None or not stamp_model(saved, path, run_id, model.model_id):
+                save_model(path, booster, prepared, run_id=run_id, model_id=model.model_id)
             repo = get_artifact_repository(model.artifact_location, tracking_uri=self.uri)
             self._call("upload the model", repo.log_artifacts, str(path), artifacts=True)
         self._call(
@@ -388,9 +391,9 @@ class Tracker:
         self._call(what, ensure_model)
         return self._call(what, self.client.create_model_version, name, model_uri, run_id=run_id, model_id=model_id)
 
-    def ui_command(self) -> str:
-        """How to see the experiment's runs. The page is the runs table in Model training mode:
-        MLflow 3.17's UI opens an experiment in GenAI mode on a first visit, whatever its kind."""
+    def ui_command(self, run_id: Optional[str] = None) -> str:
+        """How to see the experiment's runs: the runs table in Model training mode (MLflow 3.17's UI opens
+        an experiment in GenAI mode on a first visit); sagemaker: a sign-in link, the run's page."""
         page = f"#/experiments/{self._experiment_id}/runs?workflowType=machine_learning" if self._experiment_id else ""
         if self.cfg.kind == "local":
             return (
@@ -400,4 +403,4 @@ class Tracker:
             )
         if self.cfg.kind == "server":
             return f"{self.display_uri.rstrip('/')}/{page}"
-        return f"the MLflow UI of {self.display_uri} (SageMaker Studio), page {page or 'Experiments'}"
+        return ui_line(self.uri, self._experiment_id, run_id)

@@ -28,7 +28,7 @@ from typing import Iterable
 
 from botocore.utils import normalize_url_path
 
-__all__ = ["Sigv4Proxy"]
+__all__ = ["Rejected", "Sigv4Proxy", "Verifier"]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 ARN_HEADER = "x-mlflow-sm-tracking-server-arn"
@@ -56,7 +56,7 @@ _REQUEST_SKIP = _HOP_BY_HOP | {"host", "content-length"}
 _RESPONSE_SKIP = _HOP_BY_HOP | {"content-length", "server", "date"}
 
 
-class _Rejected(Exception):
+class Rejected(Exception):
     """Raised by the verifier; ``str(exc)`` is the reason sent to the client."""
 
 
@@ -69,21 +69,21 @@ def _parse_authorization(value: str) -> tuple[str, list[str], str]:
     """Split ``AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...``."""
     algorithm, _, rest = value.strip().partition(" ")
     if algorithm != ALGORITHM:
-        raise _Rejected(f"unsupported Authorization algorithm {algorithm!r} (expected {ALGORITHM})")
+        raise Rejected(f"unsupported Authorization algorithm {algorithm!r} (expected {ALGORITHM})")
     fields: dict[str, str] = {}
     for part in rest.split(","):
         key, sep, val = part.strip().partition("=")
         if not sep:
-            raise _Rejected(f"malformed Authorization header component {part.strip()!r}")
+            raise Rejected(f"malformed Authorization header component {part.strip()!r}")
         fields[key.strip()] = val.strip()
     missing = [k for k in ("Credential", "SignedHeaders", "Signature") if not fields.get(k)]
     if missing:
-        raise _Rejected(f"malformed Authorization header: missing {', '.join(missing)}")
+        raise Rejected(f"malformed Authorization header: missing {', '.join(missing)}")
     signed_headers = fields["SignedHeaders"].split(";")
     if any(h != h.strip().lower() or not h for h in signed_headers):
-        raise _Rejected("malformed Authorization header: SignedHeaders must be lower-case names")
+        raise Rejected("malformed Authorization header: SignedHeaders must be lower-case names")
     if signed_headers != sorted(signed_headers):
-        raise _Rejected("malformed Authorization header: SignedHeaders not sorted")
+        raise Rejected("malformed Authorization header: SignedHeaders not sorted")
     return fields["Credential"], signed_headers, fields["Signature"]
 
 
@@ -134,7 +134,10 @@ def _signing_key(secret_key: str, date: str, region: str, service: str) -> bytes
     return _hmac(k_service, "aws4_request")
 
 
-class _Verifier:
+class Verifier:
+    """Checks a request's SigV4 signature for one key pair, region and service (and, with
+    ``arn``, the tracking-server ARN header): what the proxy and tests/support/sagemaker_api.py use."""
+
     def __init__(self, *, access_key: str, secret_key: str, region: str, service: str, arn: str | None):
         self.access_key = access_key
         self.secret_key = secret_key
@@ -143,66 +146,66 @@ class _Verifier:
         self.arn = arn
 
     def verify(self, method: str, target: str, headers, body: bytes) -> None:  # noqa: C901 - one check per SigV4 rule
-        """Raise ``_Rejected`` unless the request carries a valid SigV4 signature.
+        """Raise ``Rejected`` unless the request carries a valid SigV4 signature.
 
         ``headers`` is an ``email.message.Message`` (as in BaseHTTPRequestHandler),
         ``target`` the raw request target (path and query exactly as received).
         """
         auth_values = headers.get_all("Authorization") or []
         if not auth_values:
-            raise _Rejected("missing Authorization header")
+            raise Rejected("missing Authorization header")
         if len(auth_values) > 1:
-            raise _Rejected("more than one Authorization header")
+            raise Rejected("more than one Authorization header")
         credential, signed_headers, signature = _parse_authorization(auth_values[0])
 
         # Credential = AKID/yyyymmdd/region/service/aws4_request
         scope = credential.split("/")
         if len(scope) != 5:
-            raise _Rejected(f"malformed credential {credential!r}")
+            raise Rejected(f"malformed credential {credential!r}")
         access_key, scope_date, region, service, terminator = scope
         if access_key != self.access_key:
-            raise _Rejected(f"unknown access key {access_key!r}")
+            raise Rejected(f"unknown access key {access_key!r}")
         if terminator != "aws4_request":
-            raise _Rejected(f"credential scope terminator {terminator!r} != 'aws4_request'")
+            raise Rejected(f"credential scope terminator {terminator!r} != 'aws4_request'")
         if region != self.region:
-            raise _Rejected(f"credential scope region {region} != {self.region}")
+            raise Rejected(f"credential scope region {region} != {self.region}")
         if service != self.service:
-            raise _Rejected(f"credential scope service {service} != {self.service}")
+            raise Rejected(f"credential scope service {service} != {self.service}")
 
         # Mandatory signed headers.
         for required in ("host", "x-amz-date"):
             if required not in signed_headers:
-                raise _Rejected(f"header {required!r} is not signed")
+                raise Rejected(f"header {required!r} is not signed")
         if self.arn is not None and ARN_HEADER not in signed_headers:
-            raise _Rejected(f"header {ARN_HEADER!r} is not signed")
+            raise Rejected(f"header {ARN_HEADER!r} is not signed")
         for name in signed_headers:
             if not headers.get_all(name):
-                raise _Rejected(f"signed header {name!r} missing from request")
+                raise Rejected(f"signed header {name!r} missing from request")
 
         # Request time.
         amz_date = _canonical_header_value(headers.get_all("x-amz-date"))
         try:
             when = _dt.datetime.strptime(amz_date, AMZ_DATE_FORMAT).replace(tzinfo=_dt.timezone.utc)
         except ValueError:
-            raise _Rejected(f"malformed x-amz-date {amz_date!r}") from None
+            raise Rejected(f"malformed x-amz-date {amz_date!r}") from None
         skew = abs(_dt.datetime.now(_dt.timezone.utc) - when)
         if skew > MAX_CLOCK_SKEW:
-            raise _Rejected(f"x-amz-date {amz_date} is {int(skew.total_seconds())} s away from server time (max 900 s)")
+            raise Rejected(f"x-amz-date {amz_date} is {int(skew.total_seconds())} s away from server time (max 900 s)")
         if scope_date != amz_date[:8]:
-            raise _Rejected(f"credential scope date {scope_date} != x-amz-date date {amz_date[:8]}")
+            raise Rejected(f"credential scope date {scope_date} != x-amz-date date {amz_date[:8]}")
 
         # Tracking-server ARN routing header.
         if self.arn is not None:
             arn_value = headers.get(ARN_HEADER)
             if arn_value != self.arn:
-                raise _Rejected(f"{ARN_HEADER} {arn_value!r} != {self.arn!r}")
+                raise Rejected(f"{ARN_HEADER} {arn_value!r} != {self.arn!r}")
 
         # Payload: always hash what was received; never trust X-Amz-Content-SHA256.
         body_hash = hashlib.sha256(body).hexdigest()
         claimed = headers.get_all("x-amz-content-sha256")
         if claimed is not None:
             if len(claimed) != 1 or claimed[0].strip() != body_hash:
-                raise _Rejected(
+                raise Rejected(
                     f"body hash mismatch: x-amz-content-sha256 {claimed[0].strip()!r} "
                     f"!= sha256 of received body {body_hash}"
                 )
@@ -233,7 +236,7 @@ class _Verifier:
         key = _signing_key(self.secret_key, scope_date, region, service)
         expected = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, signature.lower()):
-            raise _Rejected("signature mismatch")
+            raise Rejected("signature mismatch")
 
 
 # --------------------------------------------------------------------------- #
@@ -341,7 +344,7 @@ class _Handler(BaseHTTPRequestHandler):
         if proxy._verifier is not None:
             try:
                 proxy._verifier.verify(self.command, self.path, self.headers, body)
-            except _Rejected as exc:
+            except Rejected as exc:
                 proxy._record_rejected(self.command, path_only, str(exc))
                 self._send_json(403, {"error_code": "PERMISSION_DENIED", "message": str(exc)})
                 return
@@ -457,7 +460,7 @@ class Sigv4Proxy:
         self._bodies: list[tuple[str, str, bytes]] = []
         self._port = port
         self._verifier = (
-            _Verifier(access_key=access_key, secret_key=secret_key, region=region, service=service, arn=arn)
+            Verifier(access_key=access_key, secret_key=secret_key, region=region, service=service, arn=arn)
             if verify
             else None
         )

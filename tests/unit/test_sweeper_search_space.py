@@ -7,7 +7,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hydra_plugins.runner_optuna_sweeper._search_space import check_keys, encode, grid_space, parse_space
+from hydra_plugins.runner_optuna_sweeper._search_space import check_keys, encode, enqueued, grid_space, parse_space
 from runner.errors import ConfigError, RunnerError
 
 pytestmark = pytest.mark.unit
@@ -161,3 +161,41 @@ def test_default_tpe_samples_as_optuna_does(multivariate):
     assert drawn(ours) == drawn(theirs)
     if multivariate is None:  # and the default differs from the univariate TPE we used to pin
         assert drawn(ours)[10:] != drawn(optuna.samplers.TPESampler(seed=0, multivariate=False))[10:]
+
+
+def test_enqueued_trials_keep_what_lies_inside_the_space():
+    """The command line may narrow the space: a value outside it (or a param not searched) is
+    left to the sampler, with a note; a trial left empty is not enqueued; a non-mapping is an error."""
+    where = "hydra.sweeper.params"
+    space = parse_space(
+        {
+            "model.params.num_leaves": "tag(log, int(interval(4, 512)))",
+            "model.params.learning_rate": "tag(log, interval(0.01, 0.3))",
+            "model.params.boosting": "choice(gbdt, dart)",
+        },
+        where=where,
+    )
+    first = [{"model.params.num_leaves": 8, "model.params.learning_rate": 0.1}, {"model.params.boosting": "dart"}]
+    assert enqueued(first, space, where) == (first, []) and enqueued(None, space, where) == ([], [])
+    trials, notes = enqueued(
+        [
+            {"model.params.max_bin": 63, "model.params.num_leaves": 1024, "model.params.learning_rate": 0.05},
+            {"model.params.num_leaves": 8.5, "model.params.learning_rate": "fast", "model.params.boosting": "goss"},
+        ],
+        space,
+        where,
+    )
+    assert trials == [{"model.params.learning_rate": 0.05}]
+    assert notes == [
+        "hydra.sweeper.enqueue_trials[0]: model.params.max_bin is not searched in hydra.sweeper.params: left out",
+        "hydra.sweeper.enqueue_trials[0]: model.params.num_leaves=1024 is outside tag(log, int(interval(4, 512))) "
+        "(hydra.sweeper.params): sampled instead",
+        "hydra.sweeper.enqueue_trials[1]: model.params.num_leaves=8.5 is outside tag(log, int(interval(4, 512))) "
+        "(hydra.sweeper.params): sampled instead",
+        "hydra.sweeper.enqueue_trials[1]: model.params.learning_rate='fast' is outside tag(log, interval(0.01, 0.3)) "
+        "(hydra.sweeper.params): sampled instead",
+        "hydra.sweeper.enqueue_trials[1]: model.params.boosting='goss' is outside choice(gbdt, dart) "
+        "(hydra.sweeper.params): sampled instead",
+    ]
+    with pytest.raises(ConfigError, match=r"enqueue_trials\[1\] must be a mapping of param: value, got 8"):
+        enqueued([{}, 8], space, where)

@@ -128,6 +128,9 @@ def test_fast_the_default_runs_trials_at_once_over_the_wide_space(tmp_path):
     assert space["model.params.feature_fraction"] == "interval(0.2, 1.0)"
     if jobs > 1:  # LightGBM's threads split between the trials at once
         assert {p["model.params.num_threads"] for p in params} == {str(cores // jobs)}
+    # sweep=lightgbm's enqueue_trials: the first two trials are its small-tree and large-tree starts
+    starts = [{k.rsplit(".", 1)[1]: v for k, v in t.params.items()} for t in study.trials[:2]]
+    assert [(p["num_leaves"], p["learning_rate"]) for p in starts] == [(8, 0.1), (384, 0.05)], starts
 
 
 def test_plain_is_the_former_sweep_one_trial_at_a_time(tmp_path):
@@ -137,8 +140,7 @@ def test_plain_is_the_former_sweep_one_trial_at_a_time(tmp_path):
     assert space["model.params.num_leaves"] == "int(interval(15, 255))"
     assert all(15 <= t.params["model.params.num_leaves"] <= 255 for t in study.trials)
     assert {p["model.params.num_threads"] for p in params} == {"0"}  # LightGBM's default: all cores
-    # The registered model is the best trial's folder, saved while trials ran (_ahead.py) or
-    # at the end, with the logged model's id stamped in: what MLflow serves says so.
+    # The registered model is the best trial's logged model, its id in its MLmodel.
     client = MlflowClient(store(tmp_path))
     (version,) = client.search_model_versions("name='runner'")
     mlmodel = yaml.safe_load(Path(urlparse(version.source).path, "MLmodel").read_text())

@@ -292,31 +292,19 @@ class RunnerOptunaSweeperImpl:
         )
         loop_started = time.perf_counter()
         self._trials_started = True
-        ahead = Ahead(budget, tracker, plan.base, composer, plotting).start()  # the end's work, while trials run
+        ahead = Ahead(budget, plotting).start()  # the end's imports, during the last trials
         try:
-            try:
-                if self.in_process:
-                    run_threads(budget, plan.n_jobs, composer, ctx, tracker, settings.heartbeat_interval)
-                else:
-                    assert self.launcher is not None  # setup() instantiated it for a non-basic launcher
-                    run_batches(self.launcher, budget, plan.n_jobs, composer, ctx, settings.heartbeat_interval)
-            except BaseException:
-                ahead.close(finish=False)
-                raise
-            ahead.close(finish=not budget.fatal)
-            return self._conclude(plan, sweep, budget, tracker, parent, time.perf_counter() - loop_started, ahead)
+            if self.in_process:
+                run_threads(budget, plan.n_jobs, composer, ctx, tracker, settings.heartbeat_interval)
+            else:
+                assert self.launcher is not None  # setup() instantiated it for a non-basic launcher
+                run_batches(self.launcher, budget, plan.n_jobs, composer, ctx, settings.heartbeat_interval)
         finally:
-            ahead.cleanup()
+            ahead.close()
+        return self._conclude(plan, sweep, budget, tracker, parent, time.perf_counter() - loop_started)
 
     def _conclude(
-        self,
-        plan: Plan,
-        sweep: Sweep,
-        budget: Budget,
-        tracker: Tracker,
-        parent: Run,
-        loop_seconds: float,
-        ahead: Optional[Ahead] = None,
+        self, plan: Plan, sweep: Sweep, budget: Budget, tracker: Tracker, parent: Run, loop_seconds: float
     ) -> Any:
         """Step 6: the summary and the registered model, or the parent left to other workers."""
         study_name = plan.study_name
@@ -344,7 +332,6 @@ class RunnerOptunaSweeperImpl:
                 top_k=plan.settings.top_k,
                 registered_model=plan.settings.registered_model,
                 loop_seconds=loop_seconds,
-                ahead=ahead,
             )
             log_lineage(sweep, tracker, plan.composer, next(iter(ranked(sweep)), None))
         assert self.config is not None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Tuple
 
 from runner.names import TrialAttr
 from runner.report import FOLDER, Report, build, files, safely
@@ -69,16 +69,15 @@ def report_sweep(
     model: Callable[[], Tuple[Any, Any, Any]],
     images: Dict[str, bytes],
     table: pd.DataFrame,
-    ready: Optional[TrialReport] = None,
 ) -> None:
-    """Upload the best trial's report (drawn now unless `ready` is this trial's) and the sweep's page."""
-    safely("no sweep report", lambda: _report(sweep, tracker, best, model, images, table, ready))
+    """Draw and upload the best trial's report, and the sweep's page."""
+    safely("no sweep report", lambda: _report(sweep, tracker, best, model, images, table))
 
 
-def _report(sweep: Any, tracker: Any, best: Any, model: Any, images: Dict[str, bytes], table: Any, ready: Any) -> None:
+def _report(sweep: Any, tracker: Any, best: Any, model: Any, images: Dict[str, bytes], table: Any) -> None:
     run_id = best.user_attrs.get(TrialAttr.RUN_ID)
     assert run_id and sweep.parent_run_id
-    drawn = ready if ready is not None and ready.number == best.number else trial_report(tracker, best, model)
+    drawn = trial_report(tracker, best, model)
     report, metrics = drawn.report, drawn.metrics
     _, prepared, features = model()
     tracker.log(run_id, metrics=report.metrics)

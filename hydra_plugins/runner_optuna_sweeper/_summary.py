@@ -46,8 +46,6 @@ if TYPE_CHECKING:
     from runner.model.prepare import Prepared
     from runner.tracking import Tracker
 
-    from ._ahead import Ahead
-
 log = logging.getLogger("runner.sweep")
 
 
@@ -90,7 +88,6 @@ def finish(
     top_k: int,
     registered_model: Optional[str],
     loop_seconds: float,
-    ahead: Optional[Ahead] = None,
 ) -> Dict[str, Any]:
     """Write the summary to the parent run (once per study state), register the best model,
     print the summary; returns the sweep's result."""
@@ -161,11 +158,9 @@ def finish(
             tracker.log_text(pid, markdown(table), "optuna/top_trials.md")
         images = plots(sweep, tracker, c)
         model = functools.lru_cache(maxsize=1)(lambda: best_model(composer, best))
-        ready = ahead.of(best.number) if ahead is not None and best is not None else None
-        saved = ready.model if ready is not None else None
-        registered = register(sweep, tracker, task_cfg, best, registered_model, model, saved)
+        registered = register(sweep, tracker, task_cfg, best, registered_model, model)
         if best is not None and task_cfg.tracker.get("report", True):
-            report_sweep(sweep, tracker, best, model, images, table, ready.report if ready else None)
+            report_sweep(sweep, tracker, best, model, images, table)
         study.set_user_attr(StudyAttr.SUMMARY, state_key)
     else:
         done = study.user_attrs.get(StudyAttr.REGISTERED_MODEL) or {}
@@ -256,7 +251,7 @@ def plots(sweep: Sweep, tracker: Tracker, c: Dict[str, Any]) -> Dict[str, bytes]
 def plotting() -> Tuple[Any, Any]:
     """pyplot (Agg, unless a notebook imported pyplot with its own backend) and Optuna's
     matplotlib plots; also what the param importances import (fANOVA: scikit-learn's forest),
-    so that importing them ahead (_ahead.py) leaves nothing to import at the end."""
+    so that importing them during the last trials (_ahead.py) leaves nothing to import at the end."""
     import matplotlib
 
     if "matplotlib.pyplot" not in sys.modules:
@@ -278,10 +273,8 @@ def register(
     best: Optional[FrozenTrial],
     setting: Optional[str],
     model: Callable[[], Tuple[lgb.Booster, Prepared, Any]],
-    saved: Optional[Path] = None,
 ) -> Optional[str]:
-    """Log the best trial's model on its child run and register it (by default); `saved`: its
-    folder, saved ahead (runner_optuna_sweeper/_ahead.py).
+    """Log the best trial's model on its child run and register it (by default).
 
     The model is the single runs' (runner/tracking/model.py: pyfunc on raw rows, LightGBM flavor,
     signature, input example), from the booster file the trial saved (else retrained), as an
@@ -314,7 +307,6 @@ def register(
             prepared,
             tags={Tag.STUDY_NAME: study.study_name, Tag.TRIAL_NUMBER: best.number},
             params=best.params,
-            saved=saved,
         )
     version = tracker.register(name, run_id, ref.source, ref.model_id) if name else None
     kill_point("register")  # test hook: registered, not yet recorded in the study

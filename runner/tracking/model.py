@@ -157,25 +157,6 @@ def save_model(
             chatty.setLevel(level)
 
 
-def stamp_model(saved: Path, path: Path, run_id: str, model_id: str) -> bool:
-    """Copy a folder save_model wrote ahead (same run, no model id) to `path` with the logged
-    model's id in its MLmodel; False if it is not such a folder (then save it anew)."""
-    import shutil
-
-    from mlflow.models import Model
-
-    try:
-        model = Model.load(str(saved / "MLmodel"))
-    except Exception:
-        return False
-    if model.run_id != run_id or model.model_id is not None:
-        return False
-    shutil.copytree(saved, path)
-    model.model_id = model_id
-    model.save(str(path / "MLmodel"))
-    return True
-
-
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 

@@ -262,18 +262,16 @@ class Tracker:
         prepared: Prepared,
         tags: Optional[Dict[str, Any]] = None,
         params: Optional[Dict[str, Any]] = None,
-        saved: Optional[Path] = None,
     ) -> LoggedModelRef:
         """The same model as an MLflow 3 logged model `model` of the run (models:/<model_id>; the
         run's outputs link to it; runs:/<run_id>/model still resolves). Idempotent per run: a READY
         one of the run is reused. A server without logged models (MLflow 2) gets the run artifacts
-        of log_model instead, with no model id, and one warning line per process. `saved`: the
-        folder save_model wrote ahead for this run (it gets the model's id before the upload)."""
+        of log_model instead, with no model id, and one warning line per process."""
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         from .hints import missing_api, skipped, unsupported
-        from .model import save_model, stamp_model
+        from .model import save_model
 
         feature = "MLflow 3 logged models"
         if skipped(self.uri, feature):
@@ -303,8 +301,7 @@ class Tracker:
         )
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp, "model")
-            if saved is None or not stamp_model(saved, path, run_id, model.model_id):
-                save_model(path, booster, prepared, run_id=run_id, model_id=model.model_id)
+            save_model(path, booster, prepared, run_id=run_id, model_id=model.model_id)
             repo = get_artifact_repository(model.artifact_location, tracking_uri=self.uri)
             self._call("upload the model", repo.log_artifacts, str(path), artifacts=True)
         self._call(

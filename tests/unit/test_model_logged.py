@@ -164,39 +164,6 @@ def test_logged_model_is_made_once_per_run_and_registers(trained, local_tracker)
         mlflow.set_tracking_uri(None)
 
 
-def test_a_folder_saved_ahead_is_uploaded_with_its_model_id(trained, local_tracker, tmp_path):
-    """A sweep saves its best-so-far's folder while trials run (no model id yet); logging it
-    stamps the logged model's id in and uploads that folder; a folder of another run is not used."""
-    import mlflow
-    from mlflow.models import Model
-
-    prepared, result, raw = trained
-    tracker = local_tracker
-    run_id, other = (tracker._create_run(f"trial-{i}", {}) for i in range(2))
-    ahead = tmp_path / "ahead"
-    save_model(ahead, result.booster, prepared, run_id=run_id)
-    created = Model.load(str(ahead / "MLmodel")).utc_time_created
-    ref = tracker.log_logged_model(run_id, result.booster, prepared, saved=ahead)
-    uploaded = Path(tracker.client.download_artifacts(run_id, "", str(tmp_path / "d1")))  # the run's own: none
-    assert not (uploaded / "model").exists()
-    mlflow.set_tracking_uri(tracker.uri)
-    try:
-        folder = Path(mlflow.artifacts.download_artifacts(ref.uri, dst_path=str(tmp_path / "d2")))
-        info = Model.load(str(folder / "MLmodel"))
-        assert (info.model_id, info.run_id, info.utc_time_created) == (ref.model_id, run_id, created)
-        X, _, keys = prepared.parts["valid"]
-        got = mlflow.pyfunc.load_model(ref.uri).predict(rows_of(raw, keys))
-        assert np.allclose(got, result.booster.predict(X, num_iteration=result.best_iteration), rtol=0, atol=1e-12)
-        # the same folder for another run: saved anew (its own time), not stamped
-        theirs = tracker.log_logged_model(other, result.booster, prepared, saved=ahead)
-        folder = Path(mlflow.artifacts.download_artifacts(theirs.uri, dst_path=str(tmp_path / "d3")))
-        info = Model.load(str(folder / "MLmodel"))
-        assert (info.model_id, info.run_id) == (theirs.model_id, other) and info.utc_time_created != created
-    finally:
-        mlflow.set_tracking_uri(None)
-    assert Model.load(str(ahead / "MLmodel")).model_id is None  # the folder itself is left as saved
-
-
 def test_store_without_logged_models_gets_run_artifacts(trained, local_tracker, monkeypatch, capsys):
     from mlflow.exceptions import MlflowException
 

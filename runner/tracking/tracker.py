@@ -24,8 +24,8 @@ from .hints import failure
 from .lifecycle import Run, close, run_scope
 from .model import LoggedModelRef
 from .outage import GATEWAY, UNREACHABLE, Outage
-from .sagemaker import prepare_sagemaker, quiet_plugin_noise, ui_line
-from .uri import tracking_uri
+from .sagemaker import prepare_sagemaker, quiet_plugin_noise
+from .uri import tracking_uri, ui_line
 from .values import fit, tag_limit
 
 if TYPE_CHECKING:
@@ -389,15 +389,5 @@ class Tracker:
         return self._call(what, self.client.create_model_version, name, model_uri, run_id=run_id, model_id=model_id)
 
     def ui_command(self, run_id: Optional[str] = None) -> str:
-        """How to see the experiment's runs: the runs table in Model training mode (MLflow 3.17's UI opens
-        an experiment in GenAI mode on a first visit); sagemaker: a sign-in link, the run's page."""
-        page = f"#/experiments/{self._experiment_id}/runs?workflowType=machine_learning" if self._experiment_id else ""
-        if self.cfg.kind == "local":
-            return (
-                f"mlflow ui --backend-store-uri {self.uri} "
-                f"--default-artifact-root {Path(self.cfg.dir, 'artifacts').resolve().as_uri()}, "
-                f"then http://127.0.0.1:5000/{page}"
-            )
-        if self.cfg.kind == "server":
-            return f"{self.display_uri.rstrip('/')}/{page}"
-        return ui_line(self.uri, self._experiment_id, run_id)
+        """What opens the MLflow UI on the experiment (runner/tracking/uri.py ui_line)."""
+        return ui_line(self.cfg.kind, self.uri, self.display_uri, self.cfg.dir, self._experiment_id, run_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from ..errors import ConfigError
 from ..secrets import redact_url
@@ -41,3 +41,24 @@ def tracking_uri(cfg: DictConfig) -> str:
             f"for tracker=sagemaker, got {uri!r}"
         )
     return uri
+
+
+def ui_line(
+    kind: str, uri: str, display_uri: str, folder: str, experiment_id: Optional[str], run_id: Optional[str]
+) -> str:
+    """How to see the experiment's runs: the runs table in Model training mode (MLflow 3.17's UI
+    opens an experiment in GenAI mode on a first visit); sagemaker: a sign-in link and the run's
+    page (runner/tracking/sagemaker.py)."""
+    from .sagemaker import ui_line as sagemaker_line
+    from .sagemaker import ui_page
+
+    if kind == "sagemaker":
+        return sagemaker_line(uri, experiment_id, run_id)
+    page = ui_page(experiment_id)
+    if kind == "local":
+        return (
+            f"mlflow ui --backend-store-uri {uri} "
+            f"--default-artifact-root {Path(folder, 'artifacts').resolve().as_uri()}, "
+            f"then http://127.0.0.1:5000/{page}"
+        )
+    return f"{display_uri.rstrip('/')}/{page}"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional
 
 from ..errors import ConfigError, WarehouseError, first_line
+from ..interrupts import INTERRUPTS
 from .snowflake import connections_file, secrets_of, snowflake_kwargs
 
 if TYPE_CHECKING:
@@ -138,9 +139,11 @@ def _close(session: Any) -> None:
     import atexit
 
     try:
-        session.close()
+        with INTERRUPTS.deferred():  # a signal meanwhile is raised once it is closed
+            session.close()
     except Exception as exc:  # closing must never hide the real outcome
         log.debug("closing the warehouse session failed: %s", exc)
-    # Snowpark closes every session again at exit, which would retry against
-    # a server that is gone by then.
-    atexit.unregister(session._close_at_exit)
+    finally:
+        # Snowpark closes every session again at exit, which would retry against
+        # a server that is gone by then.
+        atexit.unregister(session._close_at_exit)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Tuple
 
 from ..data.files import file_tables, files_version, local_files
 from ..errors import ConfigError
+from ..interrupts import INTERRUPTS
 from .demo import run_seed, seed_demo
 from .emulator import emulator_kwargs, fakesnow_server
 from .files import load_files
@@ -47,8 +48,13 @@ def seeded_session(
     if seed is None:
         raise ConfigError(f"data.demo.dataset must be one of {', '.join(SEEDS)}, got {data_cfg.demo.dataset!r}")
     with fakesnow_server(while_starting=lambda: __import__("snowflake.snowpark")) as port:
-        session = open_session(emulator_kwargs(port, data_cfg))
+        # A signal while the session opens waits until it is open (well under a second on
+        # loopback), so it is closed before the server stops: a session left open is closed
+        # again by Snowpark at exit, retrying for minutes against the stopped server.
+        session = None
         try:
+            with INTERRUPTS.deferred():
+                session = open_session(emulator_kwargs(port, data_cfg))
             database, schema = data_cfg.database or "DEMO", data_cfg.schema or "PUBLIC"
             version = seed(session, database, schema, data_cfg.demo)
             if file_tables(data_cfg):
@@ -56,4 +62,5 @@ def seeded_session(
             files = files_version(local_files(data_cfg))
             yield session, database, schema, f"{version};{files}" if files else version
         finally:
-            close_session(session)
+            if session is not None:
+                close_session(session)

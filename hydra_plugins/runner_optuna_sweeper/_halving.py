@@ -109,7 +109,7 @@ class RungTrainer:
 
         from runner.model import train
 
-        n_train = len(prepared.parts["train"][1])
+        n_train = len(prepared.parts["train"])
         fractions = rungs(n_train, self.halving.min_fraction, self.halving.factor)
         if len(fractions) == 1 and not self.halving.said:
             self.halving.said.append(

@@ -9,6 +9,7 @@ carry Parquet's own CRC32, verified while decoding.
 from __future__ import annotations
 
 import json
+import threading
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, Iterable, List, Optional, Tuple, Union
@@ -105,14 +106,27 @@ class Entry:
         self.num_rows: int = file.metadata.num_rows
         self.schema = file.schema_arrow.remove_metadata()
         self.column_names: List[str] = self.schema.names
+        self._lock = threading.Lock()
 
     def column(self, name: str) -> pa.ChunkedArray:
-        return self._file.read(columns=[name]).column(0)
+        with self._lock:
+            return self._file.read(columns=[name]).column(0)
+
+    @property
+    def group_rows(self) -> List[int]:
+        """Rows per Parquet row group, in order."""
+        return [self._file.metadata.row_group(g).num_rows for g in range(self._file.num_row_groups)]
+
+    def row_group(self, group: int, columns: List[str]) -> pa.Table:
+        """One row group's `columns` (a split's rows are read a group at a time: batches.py)."""
+        with self._lock:  # parallel trials may read at once; one reader of the file at a time
+            return self._file.read_row_group(group, columns=columns)
 
     __getitem__ = column
 
-    def read(self) -> pa.Table:
-        return self._file.read().replace_schema_metadata(None)
+    def read(self, columns: Optional[List[str]] = None) -> pa.Table:
+        with self._lock:
+            return self._file.read(columns=columns).replace_schema_metadata(None)
 
     def equals(self, other: Union[Entry, pa.Table]) -> bool:
         return self.read().equals(other.read() if isinstance(other, Entry) else other)

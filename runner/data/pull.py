@@ -10,7 +10,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
-from ..errors import CacheError, WarehouseError
+from ..errors import CacheError, ConfigError, WarehouseError
 from .cache import FeatureCache, cache_key
 from .definition import MATERIALIZED_PREFIX, build_frame, check_frame, checked_batches, frame_sql, sql_error
 from .featureset import FeatureSet
@@ -85,8 +85,9 @@ def load_features(
         frame, setting = build_frame(session, data_cfg)
         sql = frame_sql(frame)
         if snapshot:
-            sql = time_travel_sql(sql, snapshot)
-            frame = session.sql(sql)
+            frame = session.sql(time_travel_sql(sql, snapshot))
+        frame = in_key_order(frame, data_cfg)
+        sql = frame_sql(frame)
         version = data_version(wh, data_cfg, sql)
         key = cache_key({"sql": sql, "identity": wh.identity, "version": version})
         source: Dict[str, Any] = {**wh.identity, "definition": f"data.{setting}", "query": sql, "version": version}
@@ -126,6 +127,26 @@ def load_features(
     )
 
 
+def in_key_order(frame: Any, data_cfg: DictConfig) -> Any:
+    """The frame ordered by data.entity_key (Snowflake's identifier rules: unquoted, any case;
+    quoted, exact). Rows come in the order training takes them, so training streams the cache
+    entry in batches instead of sorting the whole table in memory (runner/model/prepare.py).
+    A one-statement frame is wrapped as SQL text: Snowpark's sort would first describe the
+    query in the warehouse to resolve the column (one more round trip)."""
+    key = str(data_cfg.entity_key)
+    if not re.fullmatch(r'[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+"', key):
+        raise ConfigError(
+            f"data.entity_key={key!r} is not a column name: an identifier (letters, digits, _ and $) or a "
+            "double-quoted name such as '\"Customer Id\"'"
+        )
+    queries = frame.queries
+    if len(queries["queries"]) == 1 and not queries.get("post_actions"):
+        return frame.session.sql(f"select * from ({queries['queries'][0]}) order by {key} asc nulls last")
+    from snowflake.snowpark.functions import col
+
+    return frame.sort(col(key).asc_nulls_last())
+
+
 def _fill(
     wh: Warehouse,
     cache: FeatureCache,
@@ -140,7 +161,7 @@ def _fill(
     the whole result is never in memory twice. Returns (table, feature query ids)."""
     feature_ids: List[str] = []
     if source.get("materialized"):
-        batches, feature_ids = _pull_materialized(wh, frame, setting, source["materialized"], data_cfg.refresh, history)
+        batches, feature_ids = _pull_materialized(wh, frame, setting, source["materialized"], data_cfg, history)
     else:
         batches = _pull(frame, f"data.{setting}: the feature query failed in the warehouse")
     last = frame.queries["queries"][-1].strip()
@@ -181,7 +202,7 @@ def _time_travel_hint(exc: BaseException) -> str:
 
 
 def _pull_materialized(
-    wh: Warehouse, frame: Any, setting: str, name: str, refresh: bool, history: Any
+    wh: Warehouse, frame: Any, setting: str, name: str, data_cfg: DictConfig, history: Any
 ) -> Tuple[Iterator[Any], List[str]]:
     """Write the feature query once to table `name` (CTAS), then read that table.
 
@@ -191,6 +212,7 @@ def _pull_materialized(
     from snowflake.snowpark.exceptions import SnowparkClientException
 
     session = wh.session
+    refresh = bool(data_cfg.refresh)
     exists = not refresh and _table_exists(wh, name)
     feature_ids: List[str] = []
     if not exists:
@@ -215,7 +237,8 @@ def _pull_materialized(
                 "on the schema; or set data.materialize=none)"
             ) from None
         feature_ids = [q.query_id for q in history.queries[seen:] if "CREATE" in q.sql_text.upper()]
-    return _pull(session.table(name), f"data.materialize=table: cannot read {name}"), feature_ids
+    ordered = in_key_order(session.table(name), data_cfg)  # a table keeps no order of its own
+    return _pull(ordered, f"data.materialize=table: cannot read {name}"), feature_ids
 
 
 _MATERIALIZED_COMMENT = "runner feature table (data.materialize=table), named by its cache key; safe to drop"

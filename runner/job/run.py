@@ -198,5 +198,12 @@ def _log_artifacts(
 
 def log_lineage(tracker: Tracker, run_id: str, cfg: DictConfig, features: FeatureSet, prepared: Prepared) -> None:
     """The training split as the run's MLflow dataset input (digest: dataset_digest)."""
-    X, y, _ = prepared.parts["train"]
-    tracker.log_dataset(run_id, X.assign(**{cfg.data.label: y}), features, targets=cfg.data.label)
+    import pandas as pd
+
+    from ..tracking.dataset import FrameSummary
+
+    train, summary = prepared.parts["train"], FrameSummary()
+    for start, rows in train.batches():  # the split's profile added up batch by batch
+        frame = pd.DataFrame(rows, columns=train.features, copy=False)
+        summary.add(frame.assign(**{cfg.data.label: train.y[start : start + len(rows)]}))
+    tracker.log_dataset(run_id, summary, features, targets=cfg.data.label)

@@ -3,6 +3,7 @@ encoded, split train/validation/test by the entity hash."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
@@ -13,9 +14,12 @@ from ..data.definition import find_column
 from ..data.split import split_labels
 from ..errors import ConfigError, DataError
 from ..names import Tag
+from .batches import KEEP_BYTES, Part, Rows
 from .labels import encode_label
 from .metrics import OBJECTIVES
 from .rows import category_values, encode_column, kind_of
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,7 +32,7 @@ class Prepared:
     objective: str
     features: List[str]
     categorical: List[str]
-    parts: Dict[str, Any]  # split name -> (X DataFrame, y ndarray, keys)
+    parts: Dict[str, Part]  # split name -> its rows (X read in batches, y, keys): batches.py
     classes: Optional[List[Any]] = None  # binary: [negative, positive]; multiclass: sorted (labels.py)
     categories: Dict[str, List[str]] = field(default_factory=dict)
     # feature -> kind of the raw column (runner/model/rows.py): what a logged model takes.
@@ -39,7 +43,7 @@ class Prepared:
 
     @property
     def sizes(self) -> Dict[str, int]:
-        return {name: len(part[1]) for name, part in self.parts.items()}
+        return {name: len(part) for name, part in self.parts.items()}
 
 
 def _check_unique(keys: Any, column: str, setting: str) -> None:
@@ -65,7 +69,6 @@ def prepare(table: Any, data_cfg: DictConfig, objective: str, positive_class: Op
     model.positive_class, for a binary label of two values other than 0/1; labels.py)."""
     if objective not in OBJECTIVES:
         raise ConfigError(f"model.params.objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    import pandas as pd
     import pyarrow.compute as pc
 
     names = table.column_names
@@ -80,68 +83,85 @@ def prepare(table: Any, data_cfg: DictConfig, objective: str, positive_class: Op
     features = [c for c in names if c not in {key_col, label_col} | drop]
     if not features:
         raise DataError("the feature result has no feature columns besides data.entity_key and data.label")
-    # Warehouses return rows in no fixed order: sort by entity so training does not depend
-    # on it (LightGBM's float sums follow row order). Arrow's sort is stable, nulls last.
-    # The rows are taken by index, column by column, into one float64 matrix per split
-    # (column-major, which LightGBM reads without a copy). `table` is a pyarrow Table or a
-    # cache Entry (runner/data/entry.py), which reads one column at a time: then the rows are
-    # in memory once, plus a column.
+    # Warehouses return rows in no fixed order unless asked: training takes them sorted by
+    # entity (LightGBM's float sums follow row order). The pull asks for that order
+    # (runner/data/pull.py), so the split's rows are read from the table in batches as they
+    # are (runner/model/batches.py); a table in another order is sorted here (Arrow's sort is
+    # stable, nulls last). `table` is a pyarrow Table or a cache Entry (runner/data/entry.py),
+    # which reads one column at a time: only labels, keys and one column are in memory here.
     key_values = _integral(table[key_col])  # a cache entry reads each column as it is asked for
-    order = pc.sort_indices(key_values).to_numpy()
-    keys = key_values.take(order).to_pandas().to_numpy()
+    order: Optional[np.ndarray] = None  # None: already in key order, the rows are read as they are
+    if not _increasing(key_values):
+        order = pc.sort_indices(key_values).to_numpy().astype(np.int64)
+    keys = (key_values.take(order) if order is not None else key_values).to_pandas().to_numpy()
     del key_values
     _check_unique(keys, key_col, data_cfg.entity_key)
-    y, classes = encode_label(table[label_col].take(order).to_pandas(), objective, data_cfg.label, positive_class)
+    label = table[label_col]
+    y, classes = encode_label(
+        (label.take(order) if order is not None else label).to_pandas(), objective, data_cfg.label, positive_class
+    )
+    del label
     which = split_labels(keys, data_cfg.split.valid, data_cfg.split.test, data_cfg.split.salt)
-    rows, masks = {}, {}
-    for name in ("train", "valid", "test"):
-        masks[name] = which == name
-        if not masks[name].any():
-            raise DataError(
-                f"the {name} split is empty ({len(keys)} rows): add rows or change data.split.valid / data.split.test"
-            )
-        rows[name] = order[masks[name]]
-    matrices = {name: np.empty((len(r), len(features)), dtype=np.float64, order="F") for name, r in rows.items()}
     kinds: Dict[str, str] = {}
     categories: Dict[str, List[str]] = {}
     all_null: List[str] = []
-    for j, col in enumerate(features):
+    for col in features:
         values = table[col].to_pandas()
         if values.isna().all():  # nothing to learn from, and no type to give the model's input
             all_null.append(col)
             continue
         kinds[col] = kind_of(values)
-        encoded, cats = encode_feature(values, col)
+        encoded, cats = encode_feature(values, col)  # refused here, not halfway through training
         if cats is not None:
             categories[col] = cats
-        for name, r in rows.items():
-            np.take(encoded, r, out=matrices[name][:, j])
         del values, encoded
-    del table
     give_back()
     if all_null:
-        features, matrices = _without(features, all_null, matrices)
-    parts = {
-        name: (pd.DataFrame(matrices.pop(name), columns=features, copy=False), y[masks[name]], keys[masks[name]])
-        for name in ("train", "valid", "test")
-    }
+        features = _without(features, all_null)
+    rows = Rows(table, features, kinds, categories, order)
+    parts: Dict[str, Part] = {}
+    for name in ("train", "valid", "test"):
+        mask = which == name
+        if not mask.any():
+            raise DataError(
+                f"the {name} split is empty ({len(keys)} rows): add rows or change data.split.valid / data.split.test"
+            )
+        index = order[mask] if order is not None else np.flatnonzero(mask)
+        parts[name] = Part(rows, index, y[mask], keys[mask])
+    if len(parts["valid"]) + len(parts["test"]) <= KEEP_BYTES // (8 * len(features)):
+        for name in ("valid", "test"):
+            parts[name].keep()  # predicted on in every trial of a sweep: read and encoded once
     return Prepared(objective, features, list(categories), parts, classes, categories, kinds, all_null=all_null)
 
 
-def _without(features: List[str], all_null: List[str], matrices: Dict[str, Any]) -> Tuple[List[str], Dict[str, Any]]:
-    """The features and matrices without the columns null in every row, said in one line."""
+def _without(features: List[str], all_null: List[str]) -> List[str]:
+    """The features without the columns null in every row, said in one line."""
     print(
         f"runner: warning: null in every row of the feature result, not used as features: {', '.join(all_null)} "
         f"(listed in tag {Tag.ALL_NULL})",
         flush=True,
     )
-    keep = [j for j, col in enumerate(features) if col not in all_null]
+    keep = [col for col in features if col not in all_null]
     if not keep:
         raise DataError(
             "every feature column is null in every row of the feature result: check data.table / data.query / "
             "data.features"
         )
-    return [features[j] for j in keep], {name: np.asfortranarray(m[:, keep]) for name, m in matrices.items()}
+    return keep
+
+
+def _increasing(values: pa.ChunkedArray) -> bool:
+    """Every key greater than the one before (no nulls): the rows are in the order the sort
+    would give."""
+    import pyarrow.compute as pc
+
+    if values.null_count or len(values) < 2:
+        return not values.null_count
+    try:
+        return bool(pc.all(pc.greater(values[1:], values[:-1])).as_py())
+    except (NotImplementedError, TypeError, ValueError) as exc:  # a type Arrow cannot compare
+        log.debug("keys not compared (%s): sorted", exc)
+        return False
 
 
 def _integral(values: pa.ChunkedArray) -> pa.ChunkedArray:

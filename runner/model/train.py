@@ -85,19 +85,28 @@ def datasets(prepared: Prepared, params: Dict[str, Any]) -> Tuple[lgb.Dataset, l
         if binning not in prepared.datasets:
             ds_params = {k: params[k] for k in BINNING_PARAMS if k in params}
             ds_params.update(feature_pre_filter=False, verbosity=-1)
-            X, y, _ = prepared.parts["train"]
-            dtrain = lgb.Dataset(
-                X, y, params=ds_params, categorical_feature=prepared.categorical or "auto", free_raw_data=False
-            )
-            Xv, yv, _ = prepared.parts["valid"]
-            dvalid = lgb.Dataset(
-                Xv, yv, reference=dtrain, categorical_feature=prepared.categorical or "auto", free_raw_data=False
-            )
+            if "seed" in ds_params and "data_random_seed" not in ds_params and "data_seed" not in ds_params:
+                # Built from a Sequence, LightGBM draws the bin sample with only its Dataset
+                # parameters, `seed` not among them: the seed `seed` gives, as from a matrix.
+                ds_params["data_random_seed"] = data_random_seed(int(ds_params["seed"]))
+            # From the splits' rows in batches (a lightgbm.Sequence): the bins are all that is
+            # kept, never a float matrix of the training rows (runner/model/batches.py).
+            train, valid = prepared.parts["train"], prepared.parts["valid"]
+            names: Any = {"feature_name": prepared.features, "categorical_feature": prepared.categorical or "auto"}
+            dtrain = lgb.Dataset(train.sequence(), train.y, params=ds_params, free_raw_data=False, **names)
+            dvalid = lgb.Dataset(valid.sequence(), valid.y, reference=dtrain, free_raw_data=False, **names)
             dtrain.construct()
             dvalid.construct()
             reuse_large_blocks()
             prepared.datasets[binning] = (dtrain, dvalid)
     return prepared.datasets[binning]
+
+
+def data_random_seed(seed: int) -> int:
+    """The data_random_seed LightGBM derives from `seed` (its Config::Set: the first draw of
+    its Random(seed), a 32-bit linear congruential generator, as a 15-bit short)."""
+    x = (214013 * (seed & 0xFFFFFFFF) + 2531011) & 0xFFFFFFFF
+    return ((x >> 16) & 0x7FFF) % 32767
 
 
 def row_subset(prepared: Prepared, dtrain: lgb.Dataset, binning: Any, fraction: float, seed: int) -> lgb.Dataset:
@@ -148,9 +157,9 @@ def train(prepared: Prepared, model_cfg: DictConfig, callbacks: Sequence[Callabl
     best = booster.best_iteration or booster.current_iteration()
     metrics: Dict[str, float] = {}
     for name in ("valid", "test"):
-        X, y, _ = prepared.parts[name]
-        pred: Any = booster.predict(X, num_iteration=best)
-        metrics.update({f"{name}_{k}": v for k, v in score(prepared, y, pred).items()})
+        part = prepared.parts[name]
+        pred: Any = part.predict(booster, num_iteration=best)
+        metrics.update({f"{name}_{k}": v for k, v in score(prepared, part.y, pred).items()})
     metrics["best_iteration"] = float(best)
     curves = {f"valid_{name}": [float(v) for v in values] for name, values in evals.get("valid", {}).items()}
     return TrainResult(booster, best, metrics, params, curves)

@@ -55,13 +55,14 @@ def build(
 ) -> Report:
     """The report of `booster` (at iteration `best`) on the prepared split `split`."""
     report = Report()
-    X, y, _ = prepared.parts[split]
+    part = prepared.parts[split]
+    y = part.y
     objective = prepared.objective
-    pred = np.asarray(booster.predict(X, num_iteration=best))
+    pred = part.predict(booster, num_iteration=best)
     context: Dict[str, Any] = {"classes": prepared.classes}
     if objective == "binary":
-        Xv, yv, _ = prepared.parts["valid"]
-        context["threshold"] = best_f1_threshold(yv, np.asarray(booster.predict(Xv, num_iteration=best)))
+        valid = prepared.parts["valid"]
+        context["threshold"] = best_f1_threshold(valid.y, valid.predict(booster, num_iteration=best))
     result = evaluate(objective, split, y, pred, **context)
     report.metrics = result.metrics
     for name, curve in (curves or {}).items():
@@ -74,7 +75,7 @@ def build(
     for name, frame in result.tables.items():
         report.tables[f"{name}_{split}.csv"] = frame.to_csv(index=False)
     try:
-        contrib = contributions(booster, X, best, prepared.classes if objective == "multiclass" else None, sample)
+        contrib = contributions(booster, part, best, prepared.classes if objective == "multiclass" else None, sample)
     except Exception as exc:
         log.warning("runner: warning: feature contributions not computed: %s", str(exc).splitlines()[0])
     else:

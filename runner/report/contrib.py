@@ -34,12 +34,13 @@ class Contributions:
 
 
 def contributions(
-    booster: Any, X: Any, best: int, classes: Optional[List[Any]] = None, sample: int = SAMPLE_ROWS, seed: int = 0
+    booster: Any, split: Any, best: int, classes: Optional[List[Any]] = None, sample: int = SAMPLE_ROWS, seed: int = 0
 ) -> Contributions:
-    """Contributions on up to `sample` rows of X (drawn by seed) at the best iteration."""
-    n = len(X)
+    """Contributions on up to `sample` rows of a split (a DataFrame, or a Part read in batches:
+    runner/model/batches.py), drawn by seed, at the best iteration."""
+    n = len(split)
     rows = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
-    part = X.iloc[rows]
+    part = split.iloc[rows] if hasattr(split, "iloc") else split.frame(rows)
     raw = np.asarray(booster.predict(part, num_iteration=best, pred_contrib=True))
     features = list(booster.feature_name())
     width = len(features) + 1  # the features, then the expected value

@@ -28,7 +28,7 @@ KEY_PARAMS = (
 
 def label_balance(prepared: Any) -> str:
     rows = []
-    for name, (_, y, _) in prepared.parts.items():
+    for name, y in ((name, part.y) for name, part in prepared.parts.items()):
         if prepared.objective == "regression":
             rows.append(
                 [name, len(y), float(np.mean(y)) if len(y) else float("nan"), float(np.std(y)) if len(y) else 0.0]

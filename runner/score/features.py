@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 from ..data import build_frame, cache_key, frame_sql, snapshot_timestamp, time_travel_sql
 from ..data.definition import sql_error
-from ..data.pull import data_version
+from ..data.pull import data_version, in_key_order
 from ..errors import DataError, WarehouseError
 
 if TYPE_CHECKING:
@@ -52,6 +52,9 @@ def scoring_features(wh: Warehouse, data_cfg: DictConfig, label: Optional[str]) 
         if snapshot:
             sql = time_travel_sql(sql, snapshot)
             frame = session.sql(sql)
+        # Training's SQL (in key order: runner/data/pull.py) is what the key covers; the rows
+        # are scored in the order they come. A data.sample is training's, not scoring's.
+        sql = frame_sql(in_key_order(frame, data_cfg))
         version = data_version(wh, data_cfg, sql)
         key = cache_key({"sql": sql, "identity": wh.identity, "version": version})
         source = {**wh.identity, "definition": f"data.{setting}", "query": sql, "version": version}

@@ -80,7 +80,7 @@ def raw_example(prepared: Prepared, n: int = 5) -> pd.DataFrame:
     """n validation rows as raw rows (text categories, int64 integers), the input example."""
     from ..model.rows import decode_frame
 
-    return decode_frame(prepared.parts["valid"][0].head(n), encoding(prepared))
+    return decode_frame(prepared.parts["valid"].head(n), encoding(prepared))
 
 
 def input_schema(prepared: Prepared) -> Schema:
@@ -124,7 +124,7 @@ def save_model(
     from mlflow.models import Model, ModelSignature
 
     example = raw_example(prepared)
-    encoded = prepared.parts["valid"][0].head(len(example))
+    encoded = prepared.parts["valid"].head(len(example))
     signature = ModelSignature(inputs=input_schema(prepared), outputs=output_schema(prepared, booster, encoded))
     mlflow_model = Model(run_id=run_id, model_id=model_id)
     mlflow_model.add_flavor(

@@ -112,7 +112,7 @@ def test_signature_input_example_and_both_flavors(trained, saved):
     assert plans and plans <= set(prepared.categories["PLAN"])  # text, as the warehouse returns it
     assert json.loads((saved / "artifacts" / "encoding.json").read_text())["categories"] == prepared.categories
     booster = mlflow.lightgbm.load_model(str(saved))  # the booster itself, on the training codes
-    X = prepared.parts["test"][0]
+    X = prepared.parts["test"].frame()
     assert np.allclose(booster.predict(X), result.booster.predict(X, num_iteration=result.best_iteration))
     requirements = (saved / "requirements.txt").read_text()
     assert "lightgbm==" in requirements and "mlflow==" in requirements and "runner" not in requirements
@@ -288,7 +288,7 @@ def test_multiclass_of_numbers_predicts_numbers(tmp_path):
     prepared, result = _trained(table, "LABEL", "multiclass")
     save_model(tmp_path / "model", result.booster, prepared)
     model = mlflow.pyfunc.load_model(str(tmp_path / "model"))
-    got = model.predict(rows_of(table.to_pandas(), prepared.parts["test"][2]))
+    got = model.predict(rows_of(table.to_pandas(), prepared.parts["test"].keys))
     assert list(got.columns) == ["prediction", "proba_1", "proba_2", "proba_3"]
     assert got["prediction"].dtype == np.int64 and set(got["prediction"]) <= {1, 2, 3}
     assert model.metadata.signature.outputs.to_dict()[0] == {"type": "long", "name": "prediction", "required": True}

@@ -70,7 +70,7 @@ def test_prepare_sorts_by_entity_and_splits_every_row_once():
     )
     prepared = prepare(table, _cfg(drop=["dropped"]), "binary")
     assert prepared.features == ["F", "C"] and prepared.categorical == ["C"]
-    keys = np.concatenate([prepared.parts[s][2] for s in ("train", "valid", "test")])
+    keys = np.concatenate([prepared.parts[s].keys for s in ("train", "valid", "test")])
     assert sorted(keys.tolist()) == list(range(1, n + 1))
     for name in ("train", "valid", "test"):
         X, y, k = prepared.parts[name]
@@ -88,7 +88,7 @@ def test_prepare_errors_name_the_setting():
         prepare(table, _cfg(label="NOPE"), "binary")
 
 
-def test_each_split_is_one_float64_matrix_lightgbm_reads_without_a_copy():
+def test_each_split_is_read_in_key_order_as_float64_batches():
     n = 1000
     rng = np.random.default_rng(1)
     table = pa.table(
@@ -103,10 +103,13 @@ def test_each_split_is_one_float64_matrix_lightgbm_reads_without_a_copy():
     prepared = prepare(table, _cfg(), "binary")
     assert prepared.kinds == {"I": "integer", "F": "float", "B": "boolean"}
     for name in ("train", "valid", "test"):
-        X, y, keys = prepared.parts[name]
-        matrix = X.to_numpy(dtype=np.float64, copy=False)  # what LightGBM takes from a frame
-        assert matrix.dtype == np.float64 and matrix.flags.f_contiguous
-        assert np.shares_memory(matrix, X.to_numpy(dtype=np.float64, copy=False))
+        part = prepared.parts[name]
+        X, y, keys = part
+        assert keys.tolist() == sorted(keys.tolist())
+        batches = list(part.batches(size=64))
+        assert [start for start, _ in batches] == list(range(0, len(part), 64))
+        assert all(b.dtype == np.float64 and b.flags.c_contiguous for _, b in batches)  # what LightGBM pushes
+        assert np.array_equal(np.concatenate([b for _, b in batches]), X.to_numpy(), equal_nan=True)
         rows = [int(np.flatnonzero(table["ID"].to_numpy() == k)[0]) for k in keys[:5]]
         assert X["I"].tolist()[:5] == [float(table["I"][r].as_py()) for r in rows]
         assert y.tolist()[:5] == [float(table["Y"][r].as_py()) for r in rows]
@@ -123,11 +126,11 @@ def test_a_number_key_splits_as_before_held_as_int64():
     as_number = as_int.set_column(0, "ID", pa.array([Decimal(int(i)) for i in ids], pa.decimal128(38, 0)))
     by_int, by_number = prepare(as_int, _cfg(), "binary"), prepare(as_number, _cfg(), "binary")
     for name in ("train", "valid", "test"):
-        assert by_number.parts[name][2].dtype == np.int64
-        assert by_number.parts[name][2].tolist() == by_int.parts[name][2].tolist()
-        assert by_number.parts[name][0].equals(by_int.parts[name][0])
+        assert by_number.parts[name].keys.dtype == np.int64
+        assert by_number.parts[name].keys.tolist() == by_int.parts[name].keys.tolist()
+        assert by_number.parts[name].frame().equals(by_int.parts[name].frame())
     huge = as_number.set_column(0, "ID", pa.array([Decimal(10**30 + int(i)) for i in ids], pa.decimal128(38, 0)))
-    keys = prepare(huge, _cfg(), "binary").parts["train"][2]
+    keys = prepare(huge, _cfg(), "binary").parts["train"].keys
     assert isinstance(keys[0], Decimal) and int(keys[0]) > 10**30
 
 
@@ -192,8 +195,8 @@ def test_a_column_null_in_every_row_is_not_a_feature_and_is_said_once(capsys):
     prepared = prepare(pa.Table.from_pandas(frame, preserve_index=False), cfg, "binary")
     assert prepared.all_null == ["NOTES", "SCORE"]
     assert "NOTES" not in prepared.features and "SCORE" not in prepared.features and len(prepared.features) == 30
-    X = prepared.parts["train"][0]
-    assert list(X.columns) == prepared.features and X.to_numpy().flags["F_CONTIGUOUS"]
+    X = prepared.parts["train"].frame()
+    assert list(X.columns) == prepared.features
     assert X["mean radius"].notna().all()
     out = capsys.readouterr().out
     assert "not used as features: NOTES, SCORE (listed in tag runner.features.all_null)" in out

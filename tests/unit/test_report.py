@@ -104,7 +104,7 @@ def test_multiclass_and_regression_reports():
     report = build(prepared, result.booster, result.best_iteration)
     assert {"confusion_matrix.png", "feature_contributions_class_0.png"} <= set(report.images), set(report.images)
     per_class = pd.read_csv(pd.io.common.StringIO(report.tables["per_class_test.csv"]))
-    assert per_class["rows"].sum() == len(prepared.parts["test"][1])
+    assert per_class["rows"].sum() == len(prepared.parts["test"].y)
     assert report.metrics["test_log_loss"] == pytest.approx(result.metrics["test_multi_logloss"])
     prepared, result = fitted(datasets.load_diabetes, "regression")
     report = build(prepared, result.booster, result.best_iteration)

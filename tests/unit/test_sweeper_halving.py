@@ -75,7 +75,7 @@ def test_a_trial_climbs_its_rungs_and_reports_each_to_the_study(prepared):
     trial = study.ask()
     history: dict = {}
     result = RungTrainer(trial, Halving(1 / 16, 4), "valid_auc")(prepared, _model(), (), history)
-    n = len(prepared.parts["train"][1])
+    n = len(prepared.parts["train"].y)
     points = history["valid_auc_by_train_rows"]
     assert [p[0] for p in points] == [round(n / 16), round(n / 4), n]
     assert study.trials[0].intermediate_values == {1: points[0][1], 4: points[1][1]}

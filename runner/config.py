@@ -22,6 +22,17 @@ class SplitConfig:
 
 
 @dataclass
+class SampleConfig:
+    # A sample of the feature result, drawn in the warehouse (docs/data.md): set one of
+    # `fraction` (each row kept with this probability, 0 < f < 1) or `rows` (exactly this
+    # many rows); both null: all rows. Rows are picked by a hash of data.entity_key and
+    # `seed`: the same seed gives the same rows on every run.
+    fraction: Optional[float] = None
+    rows: Optional[int] = None
+    seed: int = 0
+
+
+@dataclass
 class DemoConfig:
     # Which seed fills the embedded warehouse: churn (CUSTOMERS, EVENTS), synthetic
     # (table SYNTH: `rows` x `n_features` floats and a 0/1 label Y, the benchmark's workload)
@@ -76,6 +87,8 @@ class DataConfig:
     refresh: bool = False
     cache_dir: str = ".runner/cache"
     split: SplitConfig = field(default_factory=SplitConfig)
+    # Explore on a sample of the rows (a sweep), then run on all of them (data.sample=null).
+    sample: Optional[SampleConfig] = field(default_factory=SampleConfig)
     network_timeout: int = 60
     query_tag: bool = True
     demo: DemoConfig = field(default_factory=DemoConfig)

@@ -11,6 +11,7 @@ import re
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Tuple, cast
 
 from ..errors import ConfigError, DataError, WarehouseError, first_line
+from .sample import sample_of
 from .sql import snapshot_timestamp
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ def validate(data_cfg: DictConfig) -> None:
         check_identifier(col, f"data.drop[{i}]")
     if data_cfg.get("snapshot"):
         snapshot_timestamp(data_cfg.snapshot)
+    sample_of(data_cfg)  # data.sample: checked before anything runs
     materialize = data_cfg.get("materialize") or "none"
     if materialize not in MATERIALIZE:
         raise ConfigError(f"data.materialize must be one of {', '.join(MATERIALIZE)}, got {materialize!r}")

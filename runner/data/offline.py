@@ -33,6 +33,7 @@ _FEATURE_CODE = (
     "runner.data.definition",
     "runner.data.sql",
     "runner.data.pull",
+    "runner.data.sample",
 )
 
 

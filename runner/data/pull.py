@@ -16,6 +16,7 @@ from .definition import MATERIALIZED_PREFIX, build_frame, check_frame, checked_b
 from .featureset import FeatureSet
 from .files import file_tables, files_version, local_files
 from .offline import config_digest, embedded_digest
+from .sample import sample_of, sampled
 from .sql import snapshot_timestamp, source_tables, time_travel_sql
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ def load_features(
         sql = frame_sql(frame)
         if snapshot:
             frame = session.sql(time_travel_sql(sql, snapshot))
+        frame = sampled(frame, data_cfg)  # data.sample, in the query: before the order
         frame = in_key_order(frame, data_cfg)
         sql = frame_sql(frame)
         version = data_version(wh, data_cfg, sql)
@@ -95,6 +97,8 @@ def load_features(
             source["files"] = [f.describe() for f in local_files(data_cfg)]
         if snapshot:
             source["snapshot"] = snapshot
+        if (sample := sample_of(data_cfg)) is not None:
+            source["sample"] = sample.describe()
         if materialize == "table":
             source["materialized"] = materialized_name(wh, key)
         hit = None if data_cfg.refresh else cache.get(key)

@@ -103,6 +103,10 @@ class Reader:
             out[mine] = self._group(int(g))[index[mine] - bounds[g]]
         return out
 
+    def forget(self) -> None:
+        """Drop the group held (a reader kept by a built Dataset holds no rows)."""
+        self._g, self._matrix = -1, None
+
     def _group(self, g: int) -> np.ndarray:
         if g != self._g:
             self._matrix = None  # the previous group's memory goes before the next is read
@@ -188,7 +192,10 @@ def _sequence(part: Part, index: Optional[np.ndarray] = None) -> Any:
 
         def __getitem__(self, idx: Any) -> Any:
             if isinstance(idx, slice):
-                return self.reader.take(rows[idx])
+                out = self.reader.take(rows[idx])
+                if idx.stop is None or idx.stop >= len(rows):
+                    self.reader.forget()  # the last batch: the Dataset keeps this object, not its rows
+                return out
             if isinstance(idx, (list, np.ndarray)):  # Dataset.subset's rows: a view, not a copy
                 return _sequence(part, rows[np.asarray(idx, dtype=np.int64)])
             return self.reader.row(int(rows[idx]))  # float64, as LightGBM needs (#5045)

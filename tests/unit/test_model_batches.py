@@ -125,3 +125,14 @@ def test_the_bin_sample_seed_is_the_one_lightgbm_derives_from_seed(seed):
     data = lgb.Dataset(np.arange(20, dtype=float).reshape(10, 2), np.arange(10) % 2, params={"verbosity": -1})
     booster = lgb.train({"seed": seed, "verbosity": -1, "objective": "binary", "num_leaves": 2}, data, 1)
     assert f"[data_random_seed: {data_random_seed(seed)}]" in booster.model_to_string()
+
+
+def test_a_built_dataset_keeps_no_rows_of_its_sequence(tmp_path, monkeypatch):
+    """A Dataset keeps its data object (free_raw_data=False, so a sweep can change binning):
+    once built, the Sequence holds no row group (one per binning would add up)."""
+    from runner.model.train import datasets
+
+    prepared = prepare(_entry(_flights().sort_by("ID"), tmp_path, monkeypatch), _cfg(), "binary")
+    dtrain, dvalid = datasets(prepared, lgb_params(_model_cfg(), prepared))
+    for built in (dtrain, dvalid):
+        assert built.num_data() > 0 and built.get_data().reader._matrix is None

@@ -26,8 +26,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 BATCH_ROWS = 65_536  # rows per batch handed to LightGBM or to predict
-# Validation and test rows are kept encoded in memory below this size (both together), so a
-# sweep's trials do not read and encode them again for every prediction.
+# Splits kept encoded in memory (runner/model/prepare.py): all of them when the whole table
+# is under this size as float64, else validation and test when they are (a sweep's trials
+# predict on them every time).
 KEEP_BYTES = 256 << 20
 
 
@@ -170,6 +171,10 @@ class Part:
             return np.asarray(booster.predict(self.kept, **kwargs))
         out = [np.asarray(booster.predict(rows, **kwargs)) for _, rows in self.batches()]
         return np.concatenate(out) if out else np.asarray(booster.predict(self.matrix(), **kwargs))
+
+    def data(self) -> Any:
+        """What a Dataset is built from: the kept matrix, else the rows as a Sequence."""
+        return self.kept if self.kept is not None else self.sequence()
 
     def sequence(self) -> Any:
         """The split as a lightgbm.Sequence (what a Dataset is built from in batches)."""

@@ -128,9 +128,14 @@ def prepare(table: Any, data_cfg: DictConfig, objective: str, positive_class: Op
             )
         index = order[mask] if order is not None else np.flatnonzero(mask)
         parts[name] = Part(rows, index, y[mask], keys[mask])
-    if len(parts["valid"]) + len(parts["test"]) <= KEEP_BYTES // (8 * len(features)):
-        for name in ("valid", "test"):
-            parts[name].keep()  # predicted on in every trial of a sweep: read and encoded once
+    # Small splits are kept encoded, read once: the whole table when it is small (its Datasets
+    # built from the matrix, as fast as before), else validation and test when they are (a
+    # sweep predicts on them every trial). The training rows of a large table stay on disk.
+    row_bytes = 8 * len(features)
+    small = ("train", "valid", "test") if len(keys) * row_bytes <= KEEP_BYTES else ("valid", "test")
+    if sum(len(parts[name]) for name in small) * row_bytes <= KEEP_BYTES:
+        for name in small:
+            parts[name].keep()
     return Prepared(objective, features, list(categories), parts, classes, categories, kinds, all_null=all_null)
 
 

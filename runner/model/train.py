@@ -89,12 +89,13 @@ def datasets(prepared: Prepared, params: Dict[str, Any]) -> Tuple[lgb.Dataset, l
                 # Built from a Sequence, LightGBM draws the bin sample with only its Dataset
                 # parameters, `seed` not among them: the seed `seed` gives, as from a matrix.
                 ds_params["data_random_seed"] = data_random_seed(int(ds_params["seed"]))
-            # From the splits' rows in batches (a lightgbm.Sequence): the bins are all that is
-            # kept, never a float matrix of the training rows (runner/model/batches.py).
+            # A split kept in memory (a small table) is built from its matrix; a large one from
+            # its rows in batches (a lightgbm.Sequence), keeping only the bins, never a float
+            # matrix of the training rows (runner/model/batches.py). Same Datasets either way.
             train, valid = prepared.parts["train"], prepared.parts["valid"]
             names: Any = {"feature_name": prepared.features, "categorical_feature": prepared.categorical or "auto"}
-            dtrain = lgb.Dataset(train.sequence(), train.y, params=ds_params, free_raw_data=False, **names)
-            dvalid = lgb.Dataset(valid.sequence(), valid.y, reference=dtrain, free_raw_data=False, **names)
+            dtrain = lgb.Dataset(train.data(), train.y, params=ds_params, free_raw_data=False, **names)
+            dvalid = lgb.Dataset(valid.data(), valid.y, reference=dtrain, free_raw_data=False, **names)
             dtrain.construct()
             dvalid.construct()
             reuse_large_blocks()

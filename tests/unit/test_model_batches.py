@@ -9,6 +9,8 @@ per split, built as runner built it before (the bin sample drawn from more rows 
 
 from __future__ import annotations
 
+import importlib
+
 import lightgbm as lgb
 import numpy as np
 import pyarrow as pa
@@ -24,6 +26,7 @@ from runner.model.prepare import prepare
 from runner.model.train import BINNING_PARAMS, data_random_seed, lgb_params, train
 
 pytestmark = pytest.mark.unit
+prepare_module = importlib.import_module("runner.model.prepare")  # the module (runner.model exports the function)
 
 N = 12_000
 
@@ -85,12 +88,20 @@ def _whole_matrix_model(prepared, model_cfg):
     return booster, metrics
 
 
-@pytest.mark.parametrize("source", ["entry in key order", "table in another order"])
-def test_a_model_from_batches_equals_the_whole_matrix_model(source, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "source, kept",
+    [("entry in key order", False), ("table in another order", False), ("entry in key order", True)],
+)
+def test_a_model_from_batches_equals_the_whole_matrix_model(source, kept, tmp_path, monkeypatch):
+    """kept=False: the splits read in batches, as a table beyond KEEP_BYTES is (set to 0 here);
+    kept=True: a small table's splits kept encoded, its Datasets built from the matrices."""
+    if not kept:
+        monkeypatch.setattr(prepare_module, "KEEP_BYTES", 0)
     table = _flights()
     if source == "entry in key order":
         table = _entry(table.sort_by("ID"), tmp_path, monkeypatch)
     prepared = prepare(table, _cfg(), "binary")
+    assert all((part.kept is not None) == kept for part in prepared.parts.values())
     rows = prepared.parts["train"].rows
     assert rows.in_order == (source == "entry in key order")
     if rows.in_order:
@@ -111,6 +122,8 @@ def test_a_model_from_batches_equals_the_whole_matrix_model(source, tmp_path, mo
 def test_a_split_is_never_one_matrix_of_training_rows(tmp_path, monkeypatch):
     """Only validation and test (small here) are kept encoded; training rows are read a group
     at a time, and a Dataset.subset of them (a sweep's rung) is a view, not a copy."""
+    # 12,000 x 8 doubles: 768 KB for the table, about 300 KB for validation and test
+    monkeypatch.setattr(prepare_module, "KEEP_BYTES", 512 << 10)
     prepared = prepare(_entry(_flights().sort_by("ID"), tmp_path, monkeypatch), _cfg(), "binary")
     train_part = prepared.parts["train"]
     assert train_part.kept is None and prepared.parts["valid"].kept is not None
@@ -132,6 +145,7 @@ def test_a_built_dataset_keeps_no_rows_of_its_sequence(tmp_path, monkeypatch):
     once built, the Sequence holds no row group (one per binning would add up)."""
     from runner.model.train import datasets
 
+    monkeypatch.setattr(prepare_module, "KEEP_BYTES", 0)
     prepared = prepare(_entry(_flights().sort_by("ID"), tmp_path, monkeypatch), _cfg(), "binary")
     dtrain, dvalid = datasets(prepared, lgb_params(_model_cfg(), prepared))
     for built in (dtrain, dvalid):

@@ -136,6 +136,7 @@ def prepare(table: Any, data_cfg: DictConfig, objective: str, positive_class: Op
     if sum(len(parts[name]) for name in small) * row_bytes <= KEEP_BYTES:
         for name in small:
             parts[name].keep()
+        give_back()  # the row groups read to fill them
     return Prepared(objective, features, list(categories), parts, classes, categories, kinds, all_null=all_null)
 
 

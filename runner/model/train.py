@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Sequence, Tuple
 
-from ..allocator import reuse_large_blocks
+from ..allocator import give_back, reuse_large_blocks
 from ..config import to_dict
 from ..errors import ConfigError
 from .metrics import OBJECTIVES, score
@@ -98,6 +98,7 @@ def datasets(prepared: Prepared, params: Dict[str, Any]) -> Tuple[lgb.Dataset, l
             dvalid = lgb.Dataset(valid.data(), valid.y, reference=dtrain, free_raw_data=False, **names)
             dtrain.construct()
             dvalid.construct()
+            give_back()  # the row groups read for the bins (Arrow's pool keeps freed blocks)
             reuse_large_blocks()
             prepared.datasets[binning] = (dtrain, dvalid)
     return prepared.datasets[binning]

@@ -124,6 +124,9 @@ class StudyAttr:
     SUMMARY = "runner.summary"  # the study state the last summary was written for
     BEST_HISTORY = "runner.best_history"  # points of best_<metric> sent so far
     REGISTERED_MODEL = "registered_model"
+    LEFT = "runner.left."  # prefix: "<prefix><host>:<pid>:<start>" -> when that worker left the study
+    # prefix: "<prefix><host>:<pid>:<start>" -> feature queries of a worker that no trial of its reported
+    FEATURE_QUERIES = "runner.feature_queries."
 
 
 def all_names() -> Dict[str, str]:

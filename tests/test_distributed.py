@@ -180,6 +180,11 @@ def test_trials_per_worker_and_features_pulled_at_most_once_each(three_workers, 
         child = children[t.user_attrs["mlflow_run_id"]]
         assert child.data.tags["runner.worker"].endswith(f":{owner['pid']}")
         queries[owner["pid"]] += int(child.data.tags["runner.warehouse.feature_queries"])
+    # A worker whose trials all went to the others (it pulled while they waited for its entry)
+    # keeps its queries in the study instead.
+    for key, n in study.user_attrs.items():
+        if key.startswith("runner.feature_queries."):
+            queries[int(key.split(":")[1])] += n
     print(f"\ntrials per worker: {dict(per_worker)}; feature queries per worker: {dict(queries)}")
     assert sum(per_worker.values()) == N_TRIALS
     assert all(n <= 1 for n in queries.values()), queries

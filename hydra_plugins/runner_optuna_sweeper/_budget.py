@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Optional, 
 from optuna.trial import TrialState
 
 from runner.errors import ConfigError
-from runner.names import TrialAttr
+from runner.names import StudyAttr, TrialAttr
 
 from ._liveness import is_mine, owner_info, stale_reason
 from ._state import Sweep
@@ -58,6 +58,7 @@ class Budget:
         self.failures = 0
         self.fatal: Optional[str] = None  # a failure that stops the sweep with an error
         self.stop_reason: Optional[str] = None  # why the sweep stopped before its budget
+        self._others: Optional[int] = None  # leave()'s answer
 
     def counts(self) -> Dict[str, Any]:
         """The study's trials by state, finished (complete + pruned) and best (value, number)."""
@@ -83,16 +84,42 @@ class Budget:
         c["best"] = best
         return c
 
-    def others_running(self) -> int:
-        """RUNNING trials of the study owned by other live processes (workers sharing it)."""
-        n = 0
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if is_mine(t.user_attrs):
+    def add_unreported_pull(self, queries: int) -> None:
+        """Feature queries this worker ran that none of its trials reported (other workers ran
+        them all): kept in the study, so that the parent's total counts them."""
+        if queries:
+            self.study.set_user_attr(StudyAttr.FEATURE_QUERIES + _worker(owner_info()), queries)
+            self.feature_queries += queries
+
+    def leave(self) -> int:
+        """Mark this worker as leaving the study, then count the other workers still in it:
+        the live owner of a RUNNING trial and, while the budget is not spent, the live owner
+        of a finished trial that has not left (between two trials: it asks the next one).
+        Marked before counting: of two workers leaving at once, one sees the other gone and
+        ends the parent run. The same answer on every call of this process."""
+        if self._others is not None:
+            return self._others
+        me = owner_info()
+        # One key per worker: marks of workers leaving at once cannot overwrite each other.
+        self.study.set_user_attr(StudyAttr.LEFT + _worker(me), time.time())
+        left = {k[len(StudyAttr.LEFT) :] for k in self.study.user_attrs if k.startswith(StudyAttr.LEFT)}
+        spent = self.counts()["finished"] >= self.sweep.limit
+        others: Set[str] = set()
+        for t in self.study.get_trials(deepcopy=False):
+            owner = t.user_attrs.get(TrialAttr.OWNER) or {}
+            who = _worker(owner)
+            if not owner or is_mine(t.user_attrs) or who in others:
                 continue
-            started = t.datetime_start.timestamp() if t.datetime_start else None
-            if stale_reason(t.user_attrs, started, self.heartbeat_timeout) is None:
-                n += 1
-        return n
+            if t.state == TrialState.RUNNING:
+                started = t.datetime_start.timestamp() if t.datetime_start else None
+                if stale_reason(t.user_attrs, started, self.heartbeat_timeout) is None:
+                    others.add(who)
+            elif not spent and who not in left and t.datetime_complete is not None:
+                told = t.datetime_complete.timestamp()  # the last sign of life of a worker between trials
+                if stale_reason({TrialAttr.OWNER: owner}, told, self.heartbeat_timeout) is None:
+                    others.add(who)
+        self._others = len(others)
+        return self._others
 
     def ask(self) -> Union[Trial, None, Literal[False]]:
         """A new trial; None when the budget is (about to be) spent; False when another
@@ -221,3 +248,8 @@ class Budget:
                 self.stop_reason = f"hydra.sweeper.timeout={self.timeout}s reached"
             return True
         return False
+
+
+def _worker(owner: Dict[str, Any]) -> str:
+    """A worker's name in the study: host, pid and process start."""
+    return f"{owner.get('host')}:{owner.get('pid')}:{owner.get('start')}"

@@ -143,7 +143,7 @@ class RunnerOptunaSweeperImpl:
                 return self._run(plan, sweep, budget, tracker, parent)  # 4-6
             except KeyboardInterrupt:
                 self.stop.set()
-                c, others = budget.counts(), budget.others_running()
+                c, others = budget.counts(), budget.leave()
                 INTERRUPTS.keep(
                     f"study {plan.study_name!r} keeps {c['finished']}/{sweep.limit} finished trials (interrupted "
                     f"ones are not counted), parent run {sweep.parent_run_id} "
@@ -301,6 +301,10 @@ class RunnerOptunaSweeperImpl:
                 run_batches(self.launcher, budget, plan.n_jobs, composer, ctx, settings.heartbeat_interval)
         finally:
             ahead.close()
+        if self._prefetch is not None:
+            from runner.job import MEMO
+
+            budget.add_unreported_pull(MEMO.unclaimed_queries())
         return self._conclude(plan, sweep, budget, tracker, parent, time.perf_counter() - loop_started)
 
     def _conclude(
@@ -310,14 +314,14 @@ class RunnerOptunaSweeperImpl:
         study_name = plan.study_name
         if budget.fatal:
             raise ConfigError(budget.fatal)
-        others = budget.others_running()
+        others = budget.leave()
         if others:
             # Workers sharing the study: the last one to finish writes the summary, registers
             # the model and ends the parent run; this one leaves the parent RUNNING.
             parent.status = LEFT_RUNNING
             _display.say(
                 f"runner: study {study_name!r}: this worker ran {budget.session_done} trials; "
-                f"{others} trial(s) still running in other workers: the last worker to finish "
+                f"{others} other worker(s) still in the study: the last worker to finish "
                 f"writes the summary and ends parent run {parent.id}"
             )
             return summary_of(sweep, None)

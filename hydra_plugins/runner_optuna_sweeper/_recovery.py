@@ -77,7 +77,7 @@ def parent_run(
 
     def status_of(exc: BaseException) -> Optional[str]:
         try:
-            if budget.others_running():
+            if budget.leave():
                 log.warning(
                     "parent run %s left RUNNING: other workers still run trials of the study", sweep.parent_run_id
                 )

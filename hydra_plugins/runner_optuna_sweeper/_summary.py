@@ -117,6 +117,7 @@ def finish(
     # Study totals (every worker's trials), not just this process's.
     finished = [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     study_queries = sum(int(t.user_attrs.get(TrialAttr.FEATURE_QUERIES) or 0) for t in study.get_trials(deepcopy=False))
+    study_queries += sum(int(v) for k, v in study.user_attrs.items() if k.startswith(StudyAttr.FEATURE_QUERIES))
     tags: Dict[str, Any] = {Tag.FEATURE_QUERIES: study_queries or budget.feature_queries}
     workers: Dict[str, int] = {}
     for t in finished:

@@ -117,6 +117,12 @@ class FeatureMemo:
         thread.start()
         return thread
 
+    def unclaimed_queries(self) -> int:
+        """Feature queries of pulls that a prefetch made and no job reported (a sweep worker
+        whose trials all went to other workers); waits for a prefetch still pulling."""
+        with self._lock:
+            return sum(e.features.feature_queries for e in self._entries.values() if not e.claimed)
+
     def _get(self, cfg: DictConfig, query_tag: Optional[str], claim: bool = True) -> Tuple[FeatureSet, Any]:
         from ..model import prepare
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -150,19 +153,54 @@ def test_timeout():
     assert budget.stop_reason == "hydra.sweeper.timeout=0.05s reached"
 
 
-def test_others_running_counts_live_trials_of_other_workers_only():
+def _other(study, pid: int, *, beat: float, host: str = "elsewhere.invalid"):
+    trial = study.ask()
+    trial.set_user_attr("runner.owner", {"host": host, "pid": pid, "start": "1"})
+    trial.set_user_attr("runner.heartbeat", beat)
+    return trial
+
+
+def test_leave_counts_other_workers_with_a_live_running_trial():
     budget = make_budget(5)
-    budget.ask()  # ours
-    study = budget.study
-    other = study.ask()
-    other.set_user_attr("runner.owner", {"host": "elsewhere.invalid", "pid": 1, "start": "1"})
-    other.set_user_attr("runner.heartbeat", time.time())
-    gone = study.ask()
-    gone.set_user_attr("runner.owner", {"host": "elsewhere.invalid", "pid": 2, "start": "1"})
-    gone.set_user_attr("runner.heartbeat", time.time() - 3600)
-    assert budget.others_running() == 1
-    study.tell(other, 0.5)
-    assert budget.others_running() == 0
+    budget.ask()  # ours: not counted
+    _other(budget.study, 1, beat=time.time())
+    _other(budget.study, 2, beat=time.time() - 3600)  # no heartbeat for an hour: gone
+    assert budget.leave() == 1
+    assert budget.leave() == 1  # one answer per process
+    assert any(k.startswith("runner.left.") for k in budget.study.user_attrs)
+
+
+def test_leave_counts_a_worker_between_two_trials_while_the_budget_lasts():
+    budget = make_budget(5)
+    budget.study.tell(_other(budget.study, 1, beat=time.time() - 3600), 0.5)  # just told: alive
+    assert budget.leave() == 1  # it asks its next trial: the parent stays RUNNING for it
+
+
+def test_leave_does_not_count_a_worker_that_left_or_a_spent_budget():
+    left = make_budget(5)
+    left.study.tell(_other(left.study, 1, beat=time.time()), 0.5)
+    left.study.set_user_attr("runner.left.elsewhere.invalid:1:1", time.time())
+    assert left.leave() == 0
+    spent = make_budget(1)
+    spent.study.tell(_other(spent.study, 1, beat=time.time()), 0.5)
+    assert spent.leave() == 0  # nothing left to ask: it ends too
+
+
+def test_leave_checks_a_worker_on_this_host_by_its_process():
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    budget = make_budget(5)
+    budget.study.tell(_other(budget.study, gone.pid, beat=time.time(), host=socket.gethostname()), 0.5)
+    assert budget.leave() == 0
+
+
+def test_a_pull_no_trial_reported_is_kept_in_the_study():
+    budget = make_budget(5)
+    budget.add_unreported_pull(0)
+    assert not budget.study.user_attrs
+    budget.add_unreported_pull(1)
+    [(key, value)] = budget.study.user_attrs.items()
+    assert key.startswith("runner.feature_queries.") and value == 1 and budget.feature_queries == 1
 
 
 def test_wait_returns_when_a_trial_is_told():

@@ -112,7 +112,10 @@ class LightGBMParams:
     num_threads: int = 0
     seed: int = 0
     deterministic: bool = True
-    force_row_wise: bool = True
+    # LightGBM's histogram layout; null: row-wise for a table kept in memory (as always), col-wise
+    # for one read in batches (row-wise holds a second, row-major copy of every bin; LightGBM's
+    # advice when memory is short). Either way fixed, never LightGBM's timing-based choice.
+    force_row_wise: Optional[bool] = None
     verbosity: int = -1
     # Any other LightGBM parameter, passed through as is.
     extra: Dict[str, Any] = field(default_factory=dict)

@@ -89,12 +89,19 @@ def _whole_matrix_model(prepared, model_cfg):
 
 
 @pytest.mark.parametrize(
-    "source, kept",
-    [("entry in key order", False), ("table in another order", False), ("entry in key order", True)],
+    "source, kept, row_wise",
+    [
+        ("entry in key order", False, None),
+        ("entry in key order", False, True),
+        ("table in another order", False, None),
+        ("entry in key order", True, None),
+    ],
 )
-def test_a_model_from_batches_equals_the_whole_matrix_model(source, kept, tmp_path, monkeypatch):
+def test_a_model_from_batches_equals_the_whole_matrix_model(source, kept, row_wise, tmp_path, monkeypatch):
     """kept=False: the splits read in batches, as a table beyond KEEP_BYTES is (set to 0 here);
-    kept=True: a small table's splits kept encoded, its Datasets built from the matrices."""
+    kept=True: a small table's splits kept encoded, its Datasets built from the matrices.
+    row_wise: model.params.force_row_wise (True: the layout every table trained with before
+    batches; None: col-wise when read in batches)."""
     if not kept:
         monkeypatch.setattr(prepare_module, "KEEP_BYTES", 0)
     table = _flights()
@@ -108,7 +115,9 @@ def test_a_model_from_batches_equals_the_whole_matrix_model(source, kept, tmp_pa
         assert len(rows.bounds) - 1 == 12  # read a row group at a time
     assert prepared.categorical == ["carrier", "origin", "dest"]
     model_cfg = _model_cfg()
+    model_cfg.params.force_row_wise = row_wise
     result = train(prepared, model_cfg)
+    assert result.params.get("force_row_wise" if kept or row_wise else "force_col_wise") is True
     booster, metrics = _whole_matrix_model(prepared, model_cfg)
     # The trees, their parameters and feature infos; the last line records the input's type
     # (pandas_categorical: [] from a DataFrame, null otherwise) and says nothing of the model.

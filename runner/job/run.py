@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from ..data import FeatureSet, validate
+from ..model.threads import job_threads
 from ..names import Tag
 from ..report import FOLDER, Report, build, files, preload, safely
 from ..report.page import page
@@ -71,16 +72,21 @@ def run_job(
         preload()  # while the run waits on its warehouse and its store
     tracker = tracker or Tracker(cfg.tracker)
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
-    with tracker.run(
-        hooks.run_name or cfg.get("run_name"),
-        {**base_tags(cfg, hooks.overrides), **hooks.tags},
-        parent=parent_run_id,
-        kind=hooks.kind,
-        guard=hooks.start_guard,
-        on_start=(lambda run: hooks.on_run(run.id)) if hooks.on_run else None,
-        status_of=hooks.status_of,
-        final_tags=hooks.final_tags,
-    ) as run:
+    # The job's LightGBM calls, in this thread, at its thread count whatever other jobs'
+    # threads of this process ask LightGBM for (runner/model/threads.py).
+    with (
+        job_threads(int(cfg.model.params.get("num_threads") or 0)),
+        tracker.run(
+            hooks.run_name or cfg.get("run_name"),
+            {**base_tags(cfg, hooks.overrides), **hooks.tags},
+            parent=parent_run_id,
+            kind=hooks.kind,
+            guard=hooks.start_guard,
+            on_start=(lambda run: hooks.on_run(run.id)) if hooks.on_run else None,
+            status_of=hooks.status_of,
+            final_tags=hooks.final_tags,
+        ) as run,
+    ):
         run.pending_params = params  # a run the caller ends on purpose (a pruned trial) keeps them
         features, prepared = prepared_data(cfg, query_tag=f"runner run_id={run.id}")
         run.pending_tags.update(_feature_tags(features, prepared.objective))

@@ -112,10 +112,12 @@ class LightGBMParams:
     num_threads: int = 0
     seed: int = 0
     deterministic: bool = True
-    # LightGBM's histogram layout; null: row-wise for a table kept in memory (as always), col-wise
-    # for one read in batches (row-wise holds a second, row-major copy of every bin; LightGBM's
-    # advice when memory is short). Either way fixed, never LightGBM's timing-based choice.
+    # LightGBM's histogram layout; both null: row-wise for a table kept in memory (as always),
+    # col-wise for one read in batches (row-wise holds a second, row-major copy of every bin;
+    # LightGBM's advice when memory is short). Either way fixed, never LightGBM's timing-based
+    # choice; a run logs the values it trained with.
     force_row_wise: Optional[bool] = None
+    force_col_wise: Optional[bool] = None
     verbosity: int = -1
     # Any other LightGBM parameter, passed through as is.
     extra: Dict[str, Any] = field(default_factory=dict)

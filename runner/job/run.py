@@ -64,6 +64,7 @@ def run_job(
 ) -> JobResult:
     """Run one job end to end as one MLflow run (a child of parent_run_id if given)."""
     from ..model import headline, train
+    from ..model.train import LAYOUT_PARAMS
 
     hooks = hooks or JobHooks()
     started = time.perf_counter()
@@ -98,6 +99,8 @@ def run_job(
             result = hooks.train(prepared, cfg.model, hooks.callbacks, history)
         else:
             result = train(prepared, cfg.model, callbacks=hooks.callbacks)
+        for key in LAYOUT_PARAMS:  # what it trained with (null in the config: chosen by table size)
+            params[f"model.params.{key}"] = result.params[key]
         metrics = dict(result.metrics)
         metrics.update({f"rows_{k}": float(v) for k, v in prepared.sizes.items()})
         metrics["features_seconds"] = features.seconds

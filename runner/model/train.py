@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 # Parameters that change how a Dataset is binned: a cached Dataset is reused
 # only while these stay the same.
+# The histogram layout a job trains with (lgb_params decides it when the config leaves both null).
+LAYOUT_PARAMS = ("force_row_wise", "force_col_wise")
 BINNING_PARAMS = (
     "max_bin",
     "min_data_in_bin",
@@ -69,13 +71,13 @@ def lgb_params(model_cfg: DictConfig, prepared: Prepared) -> Dict[str, Any]:
     else:
         params.pop("num_class", None)
     params["metric"] = model_cfg.metric or OBJECTIVES[prepared.objective]
-    if params.get("force_row_wise") is None:
-        params.pop("force_row_wise", None)
-        if not params.get("force_col_wise"):
-            # Row-wise histograms hold a row-major copy of every bin beside the Dataset's (at
-            # 20M x 100 rows, 1.6 GB more): a table read in batches trains col-wise.
-            batched = prepared.parts["train"].kept is None
-            params["force_col_wise" if batched else "force_row_wise"] = True
+    row, col = params.get("force_row_wise"), params.get("force_col_wise")
+    if row is None and col is None:
+        # Row-wise histograms hold a row-major copy of every bin beside the Dataset's (at
+        # 20M x 100 rows, 1.6 GB more): a table read in batches trains col-wise.
+        batched = prepared.parts["train"].kept is None
+        row, col = not batched, batched
+    params["force_row_wise"], params["force_col_wise"] = bool(row), bool(col)
     return params
 
 

@@ -17,10 +17,10 @@ if TYPE_CHECKING:
     import lightgbm as lgb
     from omegaconf import DictConfig
 
-# Parameters that change how a Dataset is binned: a cached Dataset is reused
-# only while these stay the same.
 # The histogram layout a job trains with (lgb_params decides it when the config leaves both null).
 LAYOUT_PARAMS = ("force_row_wise", "force_col_wise")
+# Parameters that change how a Dataset is binned: a cached Dataset is reused
+# only while these stay the same.
 BINNING_PARAMS = (
     "max_bin",
     "min_data_in_bin",
@@ -93,7 +93,7 @@ def datasets(prepared: Prepared, params: Dict[str, Any]) -> Tuple[lgb.Dataset, l
     with _BUILDING:
         if binning not in prepared.datasets:
             ds_params = {k: params[k] for k in BINNING_PARAMS if k in params}
-            ds_params.update(feature_pre_filter=False, verbosity=-1, num_threads=lgb_threads(params))
+            ds_params.update(feature_pre_filter=False, verbosity=-1)
             if "seed" in ds_params and "data_random_seed" not in ds_params and "data_seed" not in ds_params:
                 # Built from a Sequence, LightGBM draws the bin sample with only its Dataset
                 # parameters, `seed` not among them: the seed `seed` gives, as from a matrix.
@@ -111,13 +111,6 @@ def datasets(prepared: Prepared, params: Dict[str, Any]) -> Tuple[lgb.Dataset, l
             reuse_large_blocks()
             prepared.datasets[binning] = (dtrain, dvalid)
     return prepared.datasets[binning]
-
-
-def lgb_threads(params: Dict[str, Any]) -> int:
-    """The num_threads a job passes where LightGBM takes it (its Datasets, its predictions),
-    beside the thread's OpenMP default (runner/model/threads.py): LightGBM's process-wide
-    thread count then takes the job's value from every call the job makes."""
-    return int(params.get("num_threads") or 0)
 
 
 def data_random_seed(seed: int) -> int:
@@ -176,7 +169,7 @@ def train(prepared: Prepared, model_cfg: DictConfig, callbacks: Sequence[Callabl
     metrics: Dict[str, float] = {}
     for name in ("valid", "test"):
         part = prepared.parts[name]
-        pred: Any = part.predict(booster, num_iteration=best, num_threads=lgb_threads(params))
+        pred: Any = part.predict(booster, num_iteration=best)
         metrics.update({f"{name}_{k}": v for k, v in score(prepared, part.y, pred).items()})
     metrics["best_iteration"] = float(best)
     curves = {f"valid_{name}": [float(v) for v in values] for name, values in evals.get("valid", {}).items()}

@@ -76,3 +76,42 @@ def test_prefetch_error_is_raised_by_the_job(tmp_path):
     assert not pipeline.MEMO.errors
     with pytest.raises(ConfigError, match="data.demo.dataset must be one of"):
         pipeline.prepared_data(cfg)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_table_read_in_batches_sweeps_one_trial_at_a_time(batched, tmp_path, monkeypatch, capsys):
+    """n_jobs null: trials at once split the cores, unless the prefetch finds a training table
+    too large to keep (KEEP_BYTES, set to 0 here): then one trial at a time with every core
+    (each concurrent trial would bin its own copy of the table)."""
+    import importlib
+
+    from mlflow import MlflowClient
+
+    import runner
+
+    if batched:
+        monkeypatch.setattr(importlib.import_module("runner.model.prepare"), "KEEP_BYTES", 0)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.chdir(tmp_path)
+    summary = runner.sweep(
+        [
+            "sweep=lightgbm",
+            "data=synthetic",
+            "data.demo.rows=2000",
+            "data.demo.n_features=4",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "model.num_boost_round=10",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.sampler.seed=0",
+        ]
+    )
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    parent = client.get_run(summary.parent_run_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{summary.parent_run_id}'")
+    assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
+    threads = {c.data.params["model.params.num_threads"] for c in children}
+    said = "one trial at a time with every core" in capsys.readouterr().err
+    if batched:
+        assert (parent.data.tags["optuna.n_jobs"], threads, said) == ("1", {"0"}, True)
+    else:
+        assert (parent.data.tags["optuna.n_jobs"], threads, said) == ("2", {"1"}, False)

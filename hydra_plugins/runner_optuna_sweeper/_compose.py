@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -42,6 +42,7 @@ class Composer:
         self.space = SearchSpace()
         self.base: DictConfig = None  # type: ignore[assignment]
         self.slow_keys: List[str] = []  # searched keys that need Hydra composition (config groups)
+        self.split_threads: Optional[str] = None  # the num_threads override set_base added
 
     def compose(self, overrides: Sequence[str]) -> DictConfig:
         """The task config of one job (no hydra node), as Hydra's launcher would compose it."""
@@ -65,7 +66,8 @@ class Composer:
         extra = [f"{k}={v}" for k, v in space.fixed.items()]  # fixed values in hydra.sweeper.params
         space.fixed.clear()
         if n_jobs > 1 and in_process and int(OmegaConf.select(base, "model.params.num_threads", default=0) or 0) == 0:
-            extra.append(f"model.params.num_threads={max(1, (os.cpu_count() or 1) // n_jobs)}")  # no oversubscription
+            self.split_threads = f"model.params.num_threads={max(1, (os.cpu_count() or 1) // n_jobs)}"
+            extra.append(self.split_threads)  # no oversubscription
         if extra:
             fixed_args = fixed_args + extra
             base = self.compose_checked(fixed_args, "the fixed values of hydra.sweeper.params")
@@ -75,6 +77,15 @@ class Composer:
         self.slow_keys = [k for k in space.distributions if self.needs_compose(k)]
         self.check_bounds()
         return base
+
+    def unsplit_threads(self) -> None:
+        """Trials one at a time after all: each takes every core again (LightGBM's default)."""
+        if self.split_threads is None:
+            return
+        self.fixed_args = [a for a in self.fixed_args if a != self.split_threads]
+        self.split_threads = None
+        with read_write(self.base):
+            OmegaConf.update(self.base, "model.params.num_threads", 0)
 
     def trial_overrides(self, values: Dict[str, Any]) -> List[str]:
         """A trial's Hydra overrides: the fixed ones, then its sampled values."""

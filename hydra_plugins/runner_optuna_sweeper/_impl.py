@@ -270,6 +270,7 @@ class RunnerOptunaSweeperImpl:
         settings, composer, study_name = plan.settings, plan.composer, plan.study_name
         _recovery.fail_stale(sweep, tracker, budget)
         _recovery.give_runs(sweep, tracker, plan.base)
+        self._one_at_a_time_if_batched(plan, parent)
         before = budget.counts()
         _display.say(
             f"runner: study {study_name!r} ({'resumed' if parent.adopted or before['finished'] else 'new'}, "
@@ -306,6 +307,23 @@ class RunnerOptunaSweeperImpl:
 
             budget.add_unreported_pull(MEMO.unclaimed_queries())
         return self._conclude(plan, sweep, budget, tracker, parent, time.perf_counter() - loop_started)
+
+    def _one_at_a_time_if_batched(self, plan: Plan, parent: Run) -> None:
+        """n_jobs null and a training table read in batches (too large to keep in memory,
+        runner/model/batches.py): trials one at a time with every core. Each concurrent trial
+        would hold its own binned Dataset and histograms, and at 10^6 rows and more LightGBM
+        scales with threads (docs/sweeps.md). Known once the prefetch has prepared the data,
+        which the first trials wait for anyway."""
+        if self._prefetch is None or plan.settings.n_jobs is not None or plan.n_jobs == 1:
+            return
+        from runner.job import MEMO
+
+        if not MEMO.reads_in_batches(plan.base):
+            return
+        plan.n_jobs = 1
+        plan.composer.unsplit_threads()
+        parent.log(tags={Tag.N_JOBS: 1})
+        _display.say("runner: one trial at a time with every core: the training table is read in batches")
 
     def _conclude(
         self, plan: Plan, sweep: Sweep, budget: Budget, tracker: Tracker, parent: Run, loop_seconds: float

@@ -70,7 +70,7 @@ MAX_AUTO_JOBS = 4
 def workers(settings: Settings, in_process: bool, upstream: bool = False) -> int:
     """n_jobs as set, else 1 under plain, a Hydra launcher or a config written for
     hydra-optuna-sweeper (`hydra/sweeper: optuna`, whose n_jobs defaults to 1), else
-    min(MAX_AUTO_JOBS, cores)."""
+    min(MAX_AUTO_JOBS, cores) (the sweep goes back to 1 for a table read in batches)."""
     if settings.n_jobs is not None:
         return settings.n_jobs
     if settings.strategy == "plain" or not in_process or upstream:

@@ -202,7 +202,8 @@ class RunnerOptunaSweeperConf:
     min_fraction: float = 0.0625
     reduction_factor: int = 4
     # Trials at once, a new one starting as soon as one ends (LightGBM threads split between
-    # them). null: 1 under strategy=plain and with a Hydra launcher; otherwise min(4, cores).
+    # them). null: 1 under strategy=plain and with a Hydra launcher; otherwise min(4, cores),
+    # or 1 with every core once the training table turns out to be read in batches.
     n_jobs: Optional[int] = None
     # Seconds after which no new trial starts (null: no limit).
     timeout: Optional[float] = None

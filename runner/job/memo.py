@@ -117,6 +117,13 @@ class FeatureMemo:
         thread.start()
         return thread
 
+    def reads_in_batches(self, cfg: DictConfig) -> bool:
+        """Whether cfg's data, pulled in this process (a prefetch still at work is waited
+        for), trains from its rows read in batches: a table too large to keep in memory."""
+        with self._lock:
+            entry = self._entries.get(data_digest(cfg))
+        return entry is not None and entry.prepared.parts["train"].kept is None
+
     def unclaimed_queries(self) -> int:
         """Feature queries of pulls that a prefetch made and no job reported (a sweep worker
         whose trials all went to other workers); waits for a prefetch still pulling."""

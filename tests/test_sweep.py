@@ -283,11 +283,19 @@ def test_rerun_resumes_the_finished_study_with_a_warm_cache(main_sweep, mlflow_s
         ),
         ("model.params.num_leavez=int(interval(15, 255))", "model.params.num_leavez is not in the config"),
         ("model.params.learning_rate=tag(loog, interval(0.01, 0.3))", "unknown tag 'loog'"),
+        (
+            ["model.params.num_threads=choice(1,2)", "hydra.sweeper.n_jobs=2"],
+            "model.params.num_threads is searched while 2",
+        ),
     ],
 )
 def test_bad_search_space_fails_before_any_trial(arg, message, tmp_path, mlflow_server):
     experiment = unique("bad")
-    proc = run_runner(["sweep=lightgbm", arg, *tracker_args(mlflow_server.url, experiment)], tmp_path, multirun=True)
+    proc = run_runner(
+        ["sweep=lightgbm", *([arg] if isinstance(arg, str) else arg), *tracker_args(mlflow_server.url, experiment)],
+        tmp_path,
+        multirun=True,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("runner: error:")]
     assert len(lines) == 1 and message in lines[0], proc.stderr[-3000:]

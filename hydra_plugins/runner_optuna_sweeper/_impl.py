@@ -173,6 +173,7 @@ class RunnerOptunaSweeperImpl:
             )
         choices = OmegaConf.select(self.config, "hydra.runtime.choices", default={}) or {}
         n_jobs = _settings.workers(settings, self.in_process, upstream=choices.get("hydra/sweeper") == "optuna")
+        _settings.check_threads(space.distributions, n_jobs, self.in_process)
         if not self.in_process:
             check_launcher(self.config)  # no typed password pickled into job files
         base = composer.set_base(fixed_args, space, n_jobs, self.in_process)

@@ -76,3 +76,15 @@ def workers(settings: Settings, in_process: bool, upstream: bool = False) -> int
     if settings.strategy == "plain" or not in_process or upstream:
         return 1
     return max(1, min(MAX_AUTO_JOBS, os.cpu_count() or 1))
+
+
+def check_threads(searched: Any, n_jobs: int, in_process: bool) -> None:
+    """LightGBM keeps one thread count per process: trials running together in it must share
+    model.params.num_threads, so it is not searched with n_jobs above 1 (docs/sweeps.md)."""
+    key = next((k for k in ("model.params.num_threads", "model.params.extra.num_threads") if k in searched), None)
+    if key and n_jobs > 1 and in_process:
+        raise ConfigError(
+            f"{key} is searched while {n_jobs} trials run at once in one process (hydra.sweeper.n_jobs="
+            f"{n_jobs}, null: min({MAX_AUTO_JOBS}, cores)); LightGBM keeps one thread count per process, so "
+            "trials running together must share it: set hydra.sweeper.n_jobs=1 to search it, or fix it"
+        )

@@ -225,7 +225,8 @@ HEAD = [
 def render(rows, checks, cold, info, args, load: Dict[str, Any], markdown: bool, notes=()) -> str:
     body = _table(rows)
     work = (
-        f"{args.rows:,} rows x {args.features} features, {args.trials} TPE trials (seed 0) x {args.rounds} rounds, "
+        f"{args.rows:,} rows x {args.features} features, {args.trials} {getattr(args, 'sampler', 'tpe')} trials "
+        f"(seed 0) x {args.rounds} rounds, "
         f"num_threads={args.threads}, {args.reps} reps alternating"
     )
     bases = (

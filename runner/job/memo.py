@@ -122,7 +122,7 @@ class FeatureMemo:
         for), trains from its rows read in batches: a table too large to keep in memory."""
         with self._lock:
             entry = self._entries.get(data_digest(cfg))
-        return entry is not None and entry.prepared.parts["train"].kept is None
+        return entry is not None and entry.prepared.in_batches
 
     def unclaimed_queries(self) -> int:
         """Feature queries of pulls that a prefetch made and no job reported (a sweep worker

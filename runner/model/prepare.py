@@ -45,6 +45,11 @@ class Prepared:
     def sizes(self) -> Dict[str, int]:
         return {name: len(part) for name, part in self.parts.items()}
 
+    @property
+    def in_batches(self) -> bool:
+        """The training rows are read in batches, not kept in memory (a table over KEEP_BYTES)."""
+        return self.parts["train"].kept is None
+
 
 def _check_unique(keys: Any, column: str, setting: str) -> None:
     """Sorted entity keys must not repeat: a repeated key puts rows of one entity together

@@ -75,8 +75,7 @@ def lgb_params(model_cfg: DictConfig, prepared: Prepared) -> Dict[str, Any]:
     if row is None and col is None:
         # Row-wise histograms hold a row-major copy of every bin beside the Dataset's (at
         # 20M x 100 rows, 1.6 GB more): a table read in batches trains col-wise.
-        batched = prepared.parts["train"].kept is None
-        row, col = not batched, batched
+        row, col = not prepared.in_batches, prepared.in_batches
     params["force_row_wise"], params["force_col_wise"] = bool(row), bool(col)
     return params
 

@@ -1,9 +1,12 @@
 """The end of a sweep, prepared while its last trials run (issue 26 part 5).
 
 Once no trial is left to start, one background thread imports what the summary draws with
-(matplotlib, Optuna's plots, scikit-learn's forest for the param importances: about 1 s),
-so the end does not wait for them. Pure Python imports start no OpenMP threads, so the
-trials still running keep LightGBM's thread pool to themselves.
+(matplotlib, Optuna's plots, scikit-learn's forest for the param importances and its
+metrics for the report) and what saving the best model loads (MLflow's pyfunc modules,
+the map of installed distributions its requirement check builds): about 2 s, so the end does
+not wait for them. Pure Python starts no OpenMP threads, so the trials still running keep
+LightGBM's thread pool to themselves. The end itself draws its charts in forked processes
+while it saves and registers the model (runner/report/forked.py).
 
 Tried and dropped (benchmarks/README.md): saving the best-so-far's model folder and drawing
 its report in the background as the best changes. LightGBM's predictions in a second

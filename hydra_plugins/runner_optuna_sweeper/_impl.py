@@ -60,7 +60,7 @@ from ._samplers import build
 from ._search_space import describe, enqueued, parse_space
 from ._state import Plan, Sweep
 from ._storage import open_study, safe_name, storage_url, study_lock
-from ._summary import finish, plotting, ranked
+from ._summary import finish, ranked, warm
 from ._summary import summary as summary_of
 from ._trial import TrialContext
 
@@ -294,7 +294,7 @@ class RunnerOptunaSweeperImpl:
         )
         loop_started = time.perf_counter()
         self._trials_started = True
-        ahead = Ahead(budget, plotting).start()  # the end's imports, during the last trials
+        ahead = Ahead(budget, warm).start()  # the end's imports, during the last trials
         try:
             if self.in_process:
                 run_threads(budget, plan.n_jobs, composer, ctx, tracker, settings.heartbeat_interval)

@@ -44,7 +44,8 @@ class TrialReport:
 
 
 def trial_report(tracker: Tracker, best: FrozenTrial, model: Callable[[], Tuple[Any, Any, Any]]) -> TrialReport:
-    """Draw the best trial's report from its model and its run's metrics (CPU, one read)."""
+    """The best trial's report from its model and its run's metrics (CPU, one read), its
+    charts being drawn (runner/report/forked.py) while the sweep registers the model."""
     from runner.report import charts
 
     run_id = best.user_attrs.get(TrialAttr.RUN_ID)
@@ -59,25 +60,33 @@ def trial_report(tracker: Tracker, best: FrozenTrial, model: Callable[[], Tuple[
     for name, (rounds, values) in _curves(tracker, run_id, curve_names).items():
         draw = partial(charts.learning_curve, name, values, best_iteration, rounds)
         report.draw(f"learning_curve_{name}.png", draw)
+    report.start()
     return TrialReport(best.number, report, {**metrics, **report.metrics}, params)
+
+
+def start_report(tracker: Tracker, best: FrozenTrial, model: Callable[[], Tuple[Any, Any, Any]]) -> Any:
+    """The best trial's report, its charts being drawn; None (one warning line) if it failed."""
+    return safely("no sweep report", lambda: trial_report(tracker, best, model))
 
 
 def report_sweep(
     sweep: Sweep,
     tracker: Tracker,
     best: FrozenTrial,
+    drawn: TrialReport,
     model: Callable[[], Tuple[Any, Any, Any]],
     images: Dict[str, bytes],
     table: pd.DataFrame,
 ) -> None:
-    """Draw and upload the best trial's report, and the sweep's page."""
-    safely("no sweep report", lambda: _report(sweep, tracker, best, model, images, table))
+    """Upload the best trial's report, and the sweep's page."""
+    safely("no sweep report", lambda: _report(sweep, tracker, best, drawn, model, images, table))
 
 
-def _report(sweep: Any, tracker: Any, best: Any, model: Any, images: Dict[str, bytes], table: Any) -> None:
+def _report(
+    sweep: Any, tracker: Any, best: Any, drawn: TrialReport, model: Any, images: Dict[str, bytes], table: Any
+) -> None:
     run_id = best.user_attrs.get(TrialAttr.RUN_ID)
     assert run_id and sweep.parent_run_id
-    drawn = trial_report(tracker, best, model)
     report, metrics = drawn.report, drawn.metrics
     _, prepared, features = model()
     tracker.log(run_id, metrics=report.metrics)

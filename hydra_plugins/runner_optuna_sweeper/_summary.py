@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from optuna.trial import TrialState
 
-from runner.errors import first_line
 from runner.names import Prefix, StudyAttr, Tag, TrialAttr
 from runner.secrets import redact_url
 from runner.testhooks import kill_point
@@ -34,7 +33,7 @@ from runner.testhooks import kill_point
 from ._budget import Budget
 from ._compose import Composer
 from ._display import markdown, text_table
-from ._report import report_sweep
+from ._report import report_sweep, start_report
 from ._search_space import mlflow_key
 from ._state import Sweep
 
@@ -44,6 +43,7 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from runner.model.prepare import Prepared
+    from runner.report.forked import Drawing
     from runner.tracking import Tracker
 
 log = logging.getLogger("runner.sweep")
@@ -157,11 +157,15 @@ def finish(
         if rows:
             tracker.log_text(pid, table.to_csv(index=False), "optuna/top_trials.csv")
             tracker.log_text(pid, markdown(table), "optuna/top_trials.md")
-        images = plots(sweep, tracker, c)
+        # The charts are drawn in forked processes while the model is saved and registered.
+        drawing = start_plots(sweep, c)
         model = functools.lru_cache(maxsize=1)(lambda: best_model(composer, best))
+        reporting = task_cfg.tracker.get("report", True)
+        drawn = start_report(tracker, best, model) if best is not None and reporting else None
         registered = register(sweep, tracker, task_cfg, best, registered_model, model)
-        if best is not None and task_cfg.tracker.get("report", True):
-            report_sweep(sweep, tracker, best, model, images, table)
+        images = log_plots(sweep, tracker, drawing)
+        if drawn is not None and best is not None:
+            report_sweep(sweep, tracker, best, drawn, model, images, table)
         study.set_user_attr(StudyAttr.SUMMARY, state_key)
     else:
         done = study.user_attrs.get(StudyAttr.REGISTERED_MODEL) or {}
@@ -203,49 +207,55 @@ def summary(sweep: Sweep, best: Optional[FrozenTrial]) -> Dict[str, Any]:
     }
 
 
-def plots(sweep: Sweep, tracker: Tracker, c: Dict[str, Any]) -> Dict[str, bytes]:
+def start_plots(sweep: Sweep, c: Dict[str, Any]) -> Optional[Drawing]:
     """Optimization history and (2+ complete trials) param importances and the top trials'
-    parallel coordinates, as parent artifacts optuna/*.png; returns them (name -> PNG)."""
-    import io
-    import tempfile
-    import warnings
+    parallel coordinates, being drawn (runner/report/forked.py) from a copy of the study's
+    trials in memory (a forked process must not use the storage's connections)."""
+    import optuna
+
+    from runner.report.forked import Drawing
 
     if c["complete"] < 1:
-        return {}
+        return None
     try:
         plt, ovm = plotting()
     except ImportError as exc:
         log.warning("plots skipped: %s", exc)
-        return {}
-    study = sweep.study
+        return None
+    study = optuna.create_study(directions=sweep.study.directions, study_name=sweep.study.study_name)
+    study.add_trials(sweep.study.get_trials(deepcopy=False))
     target: Dict[str, Any] = (
         {} if len(sweep.directions) == 1 else {"target": lambda t: t.values[0], "target_name": sweep.metrics[0]}
     )
-    jobs = [("optimization_history.png", lambda: ovm.plot_optimization_history(study, **target))]
+
+    def png(plot: Callable[[], Any]) -> bytes:
+        import io
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ax: Any = plot()  # pyplot's figure: Optuna draws through pyplot
+        fig: Any = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+        fig.set_size_inches(9, 5.5)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        plt.close(fig)
+        return buf.getvalue()
+
+    jobs = [("optimization_history.png", lambda: png(lambda: ovm.plot_optimization_history(study, **target)))]
     if c["complete"] >= 2:
-        jobs.append(("param_importances.png", lambda: ovm.plot_param_importances(study, **target)))
-        jobs.append(("parallel_coordinate.png", lambda: ovm.plot_parallel_coordinate(study, **target)))
-    images: Dict[str, bytes] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, plot in jobs:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    ax: Any = plot()  # pyplot's figure: Optuna draws through pyplot
-                fig: Any = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-                fig.set_size_inches(9, 5.5)
-                fig.tight_layout()
-                buf = io.BytesIO()
-                fig.savefig(buf, format="png", dpi=100)
-                plt.close(fig)
-            except Exception as exc:
-                log.warning("plot %s skipped: %s", name, first_line(exc))
-                continue
-            images[name] = buf.getvalue()
-            path = Path(tmp, name)
-            path.write_bytes(images[name])
-            assert sweep.parent_run_id is not None  # the summary is written inside the parent run
-            tracker.log_artifact(sweep.parent_run_id, str(path), "optuna")
+        jobs.append(("param_importances.png", lambda: png(lambda: ovm.plot_param_importances(study, **target))))
+        jobs.append(("parallel_coordinate.png", lambda: png(lambda: ovm.plot_parallel_coordinate(study, **target))))
+    return Drawing(jobs)
+
+
+def log_plots(sweep: Sweep, tracker: Tracker, drawing: Optional[Drawing]) -> Dict[str, bytes]:
+    """The plots as parent artifacts optuna/*.png; returns them (name -> PNG)."""
+    images = drawing.wait() if drawing is not None else {}
+    if images:
+        assert sweep.parent_run_id is not None  # the summary is written inside the parent run
+        tracker.log_files(sweep.parent_run_id, list(images.items()), "optuna")
     return images
 
 
@@ -265,6 +275,15 @@ def plotting() -> Tuple[Any, Any]:
     except ImportError:  # Optuna says so when it needs it
         pass
     return plt, ovm
+
+
+def warm() -> None:
+    """What the end loads, loaded while the last trials run (_ahead.py): the plots' and the
+    report's imports and what saving the best model loads."""
+    from runner.report import warm as warm_report
+
+    plotting()
+    warm_report()
 
 
 def register(

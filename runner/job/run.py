@@ -155,7 +155,11 @@ def _report(cfg: DictConfig, hooks: JobHooks, prepared: Prepared, result: Any) -
     """A single run's report (a sweep's trials have none: the sweep reports its best trial)."""
     if hooks.kind != "run" or not cfg.tracker.get("report", True):
         return None
-    return safely("no evaluation charts", lambda: build(prepared, result.booster, result.best_iteration, result.curves))
+    booster, best = result.booster, result.best_iteration
+    report = safely("no evaluation charts", lambda: build(prepared, booster, best, result.curves))
+    if report is not None:
+        report.start()  # drawn beside the run's logging and its model's saving
+    return report
 
 
 def _log_report(

@@ -30,17 +30,27 @@ def safely(what: str, fn: Callable[[], T]) -> Optional[T]:
         return None
 
 
-def preload() -> threading.Thread:
+def warm() -> None:
     """Import what a report draws and scores with (matplotlib's Figure and Agg, scikit-learn's
-    metrics) in a daemon thread: a single run waits on its warehouse and its tracking store
-    meanwhile, so the report after training finds them loaded (~0.5 s of imports)."""
+    metrics) and load what saving the model loads (runner/tracking/model.py warm): pure
+    Python, no OpenMP, for a thread while the run waits or trains."""
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+    import sklearn.calibration  # noqa: F401
+    import sklearn.metrics  # noqa: F401
+
+    from ..tracking.model import warm as warm_model
+
+    warm_model()
+
+
+def preload() -> threading.Thread:
+    """warm() in a daemon thread: a single run waits on its warehouse and its tracking store
+    meanwhile, so its end finds everything loaded."""
 
     def work() -> None:
         try:
-            import matplotlib.backends.backend_agg  # noqa: F401
-            import matplotlib.figure  # noqa: F401
-            import sklearn.calibration  # noqa: F401
-            import sklearn.metrics  # noqa: F401
+            warm()
         except Exception as exc:  # the report imports them itself, and says what failed
             log.debug("report preload: %s", exc)
 
@@ -49,4 +59,4 @@ def preload() -> threading.Thread:
     return thread
 
 
-__all__ = ["FOLDER", "Report", "build", "files", "preload", "safely"]
+__all__ = ["FOLDER", "Report", "build", "files", "preload", "safely", "warm"]

@@ -18,6 +18,7 @@ import numpy as np
 from . import charts
 from .contrib import contributions
 from .evaluation import best_f1_threshold, evaluate
+from .forked import Drawing, Job
 
 log = logging.getLogger("runner.report")
 
@@ -27,18 +28,30 @@ FOLDER = "evaluation"
 @dataclass
 class Report:
     metrics: Dict[str, float] = field(default_factory=dict)  # test_<default evaluator's name>
-    images: Dict[str, bytes] = field(default_factory=dict)  # file name -> PNG
     tables: Dict[str, str] = field(default_factory=dict)  # file name -> CSV text
     notes: List[str] = field(default_factory=list)  # what the charts say in words (the report)
-    skipped: List[str] = field(default_factory=list)
+    jobs: List[Job] = field(default_factory=list)  # charts to draw: (file name, () -> PNG)
+    drawing: Optional[Drawing] = None
 
     def draw(self, name: str, fn: Callable[[], bytes]) -> None:
-        try:
-            self.images[name] = fn()
-        except Exception as exc:  # a chart is never worth a failed run
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            log.warning("runner: warning: chart %s not drawn: %s", name, first)
-            self.skipped.append(name)
+        """Add a chart; `start()` begins drawing them (in forked processes: forked.py)."""
+        self.jobs.append((name, fn))
+
+    def start(self) -> None:
+        if self.drawing is None:
+            self.drawing = Drawing(self.jobs)
+
+    @property
+    def images(self) -> Dict[str, bytes]:
+        """file name -> PNG of every chart drawn (waits for them; a failed one is a warning)."""
+        self.start()
+        assert self.drawing is not None
+        return self.drawing.wait()
+
+    @property
+    def skipped(self) -> List[str]:
+        drawn = self.images
+        return [name for name, _ in self.jobs if name not in drawn]
 
 
 def _labels(prepared: Any) -> List[str]:
@@ -53,7 +66,8 @@ def build(
     sample: int = 2000,
     split: str = "test",
 ) -> Report:
-    """The report of `booster` (at iteration `best`) on the prepared split `split`."""
+    """The report of `booster` (at iteration `best`) on the prepared split `split`: every
+    number computed here, its charts drawn once `start()` is called (or their images asked for)."""
     report = Report()
     part = prepared.parts[split]
     y = part.y

@@ -157,6 +157,17 @@ def save_model(
             chatty.setLevel(level)
 
 
+def warm() -> None:
+    """Load what saving a model loads once per process (~1-2 s, pure Python, no OpenMP):
+    MLflow's pyfunc modules and the map of installed distributions that its requirement
+    check (`warn_dependency_requirement_mismatches`, called by every pyfunc save) builds the
+    first time. Called while the run trains, off the path to its end."""
+    import mlflow.pyfunc  # noqa: F401
+    from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+
+    warn_dependency_requirement_mismatches(["mlflow"])  # no version: nothing to warn about
+
+
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 

@@ -103,7 +103,11 @@ def datasets(prepared: Prepared, params: Dict[str, Any]) -> Tuple[lgb.Dataset, l
             train, valid = prepared.parts["train"], prepared.parts["valid"]
             names: Any = {"feature_name": prepared.features, "categorical_feature": prepared.categorical or "auto"}
             dtrain = lgb.Dataset(train.data(), train.y, params=ds_params, free_raw_data=False, **names)
-            dvalid = lgb.Dataset(valid.data(), valid.y, reference=dtrain, free_raw_data=False, **names)
+            # The reference's params again: LightGBM takes them from the reference anyway, and
+            # warns ("Overriding the parameters from Reference Dataset") when they differ.
+            dvalid = lgb.Dataset(
+                valid.data(), valid.y, params=ds_params, reference=dtrain, free_raw_data=False, **names
+            )
             dtrain.construct()
             dvalid.construct()
             give_back()  # the row groups read for the bins (Arrow's pool keeps freed blocks)

@@ -62,8 +62,9 @@ def _child(jobs: Sequence[Job], write: int) -> None:
     """In the child: draw, send the PNGs, and leave without running the parent's exit code."""
     code = 1
     try:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for signum in (signal.SIGINT, signal.SIGTERM):  # not runner's handlers; ignored stays ignored
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, signal.SIG_DFL)
         try:
             import ctypes
 
@@ -111,12 +112,17 @@ class Drawing:
         finally:
             self.cancel()
         images: Dict[str, bytes] = {}
+        failed: Dict[str, List[str]] = {}  # why -> charts: a dead child is one line, not one per chart
         for name, _ in self.jobs:
             ok, value = outcomes[name]
             if ok and isinstance(value, bytes):
                 images[name] = value
             else:
-                log.warning("runner: warning: chart %s not drawn: %s", name, value)
+                failed.setdefault(str(value), []).append(name)
+        for why, names in failed.items():
+            log.warning(
+                "runner: warning: chart%s %s not drawn: %s", "s" if len(names) > 1 else "", ", ".join(names), why
+            )
         self._result = images
         return images
 

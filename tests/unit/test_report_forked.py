@@ -78,8 +78,7 @@ def test_a_drawing_process_that_dies_loses_its_charts_only(said):
     images = Drawing([("curve_0.png", draw), ("die.png", die), ("curve_2.png", draw), ("curve_3.png", draw)]).wait()
     assert set(images) == {"curve_0.png", "curve_2.png"}
     assert [r.getMessage() for r in said] == [
-        f"runner: warning: chart {name} not drawn: its drawing process ended (signal 9)"
-        for name in ("die.png", "curve_3.png")
+        "runner: warning: charts die.png, curve_3.png not drawn: its drawing process ended (signal 9)"
     ]
 
 

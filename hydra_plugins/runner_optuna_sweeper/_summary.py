@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from optuna.trial import TrialState
 
+from runner.errors import first_line
 from runner.names import Prefix, StudyAttr, Tag, TrialAttr
 from runner.secrets import redact_url
 from runner.testhooks import kill_point
@@ -222,8 +223,12 @@ def start_plots(sweep: Sweep, c: Dict[str, Any]) -> Optional[Drawing]:
     except ImportError as exc:
         log.warning("plots skipped: %s", exc)
         return None
-    study = optuna.create_study(directions=sweep.study.directions, study_name=sweep.study.study_name)
-    study.add_trials(sweep.study.get_trials(deepcopy=False))
+    try:  # the plots read COMPLETE trials only
+        study = optuna.create_study(directions=sweep.study.directions, study_name=sweep.study.study_name)
+        study.add_trials(sweep.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    except Exception as exc:
+        log.warning("plots skipped: %s", first_line(exc))
+        return None
     target: Dict[str, Any] = (
         {} if len(sweep.directions) == 1 else {"target": lambda t: t.values[0], "target_name": sweep.metrics[0]}
     )

@@ -103,9 +103,10 @@ class Budget:
         # One key per worker: marks of workers leaving at once cannot overwrite each other.
         self.study.set_user_attr(StudyAttr.LEFT + _worker(me), time.time())
         left = {k[len(StudyAttr.LEFT) :] for k in self.study.user_attrs if k.startswith(StudyAttr.LEFT)}
-        spent = self.counts()["finished"] >= self.sweep.limit
+        trials = self.study.get_trials(deepcopy=False)  # one read of the storage
+        spent = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) >= self.sweep.limit
         others: Set[str] = set()
-        for t in self.study.get_trials(deepcopy=False):
+        for t in trials:
             owner = t.user_attrs.get(TrialAttr.OWNER) or {}
             who = _worker(owner)
             if not owner or is_mine(t.user_attrs) or who in others:

@@ -85,7 +85,7 @@ def build(
     gain = booster.feature_importance("gain", iteration=best)
     used = booster.feature_importance("split", iteration=best)
     report.draw("feature_importance.png", lambda: charts.importance(features, gain, used))
-    _draw_evaluation(report, result, prepared, y, split)
+    draw_evaluation(report, result, prepared, y, split)
     for name, frame in result.tables.items():
         report.tables[f"{name}_{split}.csv"] = frame.to_csv(index=False)
     try:
@@ -103,7 +103,7 @@ def build(
     return report
 
 
-def _draw_evaluation(report: Report, result: Any, prepared: Any, y: np.ndarray, split: str) -> None:
+def draw_evaluation(report: Report, result: Any, prepared: Any, y: np.ndarray, split: str) -> None:
     m, c = result.metrics, result.curves
     if result.objective == "binary":
         if "roc" in c:

@@ -178,11 +178,18 @@ def contributions(
     return _png(fig)
 
 
-def histogram(values: np.ndarray, title: str, quantiles: Dict[str, float]) -> bytes:
+def histogram(edges: np.ndarray, counts: np.ndarray, title: str, quantiles: Dict[str, float], rows: int) -> bytes:
+    """Counts per bin (every row), the median and p5/p95 (of the sample) as lines."""
     fig, ax = _figure(6, 3.5)
-    ax.hist(values[np.isfinite(values)], bins=50, color="tab:blue")
-    for name, q in quantiles.items():
-        ax.axvline(q, color="tab:red", linestyle=":", linewidth=0.8)
-        ax.text(q, ax.get_ylim()[1] * 0.95, name, rotation=90, va="top", fontsize=7)
-    ax.set_title(title)
+    ax.stairs(counts, edges, fill=True, color="tab:blue", alpha=0.8)
+    for name, style in (("p5", ":"), ("p50", "--"), ("p95", ":")):
+        if name in quantiles and np.isfinite(quantiles[name]):
+            ax.axvline(
+                quantiles[name], color="tab:red", linestyle=style, linewidth=1, label=f"{name} {quantiles[name]:.4g}"
+            )
+    if quantiles:
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_xlabel(title)
+    ax.set_ylabel("rows")
+    ax.set_title(f"predictions of {rows:,} rows")
     return _png(fig)

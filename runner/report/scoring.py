@@ -11,13 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
 from . import page
-from .build import Report, _draw_evaluation
-from .charts import _figure, _png
+from .build import Report, draw_evaluation
+from .charts import histogram
 from .evaluation import evaluate
 
 if TYPE_CHECKING:
@@ -30,26 +28,9 @@ HISTOGRAM = "prediction_histogram"
 
 @dataclass
 class Classes:
-    """What _draw_evaluation reads of a split's preparation: the class names."""
+    """What draw_evaluation reads of a split's preparation: the class names."""
 
     classes: Optional[List[Any]]
-
-
-def histogram(edges: np.ndarray, counts: np.ndarray, title: str, quantiles: Dict[str, float], rows: int) -> bytes:
-    """Counts per bin (every row), the median and p5/p95 (of the sample) as lines."""
-    fig, ax = _figure(6, 3.5)
-    ax.stairs(counts, edges, fill=True, color="tab:blue", alpha=0.8)
-    for name, style in (("p5", ":"), ("p50", "--"), ("p95", ":")):
-        if name in quantiles and np.isfinite(quantiles[name]):
-            ax.axvline(
-                quantiles[name], color="tab:red", linestyle=style, linewidth=1, label=f"{name} {quantiles[name]:.4g}"
-            )
-    if quantiles:
-        ax.legend(loc="upper right", fontsize=8)
-    ax.set_xlabel(title)
-    ax.set_ylabel("rows")
-    ax.set_title(f"predictions of {rows:,} rows")
-    return _png(fig)
 
 
 def build_scoring(
@@ -87,7 +68,7 @@ def build_scoring(
     result = evaluate(summary.kind, SPLIT, y, pred, classes=names, threshold=0.5 if threshold is None else threshold)
     report.metrics.update(result.metrics)
     notes = len(report.notes)
-    _draw_evaluation(report, result, Classes(names or None), y, SPLIT)
+    draw_evaluation(report, result, Classes(names or None), y, SPLIT)
     del report.notes[notes:]  # its words are the test split's; the scored rows' follow
     for name, frame in result.tables.items():
         report.tables[f"{name}_{SPLIT}.csv"] = frame.to_csv(index=False)
